@@ -1,0 +1,215 @@
+"""YAML nets: one file declares the layers, the solver, the coffee breaks and run settings.
+
+Field names follow Mocha/Caffe where they exist. Every problem is reported as one line naming the
+file, the layer and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from mochapy.errors import ConfigError, TopologyError
+from mochapy.layers import LAYER_TYPES, LayerConfig
+from mochapy.net import topological_order
+from mochapy.solvers import SolverConfig
+
+TOP_LEVEL = (
+    "name", "seed", "backend", "dtype", "layers", "solver", "coffee_breaks", "roles", "report",
+    "description",
+)
+COFFEE_FIELDS = {
+    "training_summary": ("every",),
+    "snapshot": ("every", "keep"),
+    "validation": ("every", "source", "batch_size", "max_batches", "data_layer"),
+}
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    every: int
+    source: str
+    data_layer: str
+    batch_size: int = 0
+    max_batches: int = 0
+
+
+@dataclass(frozen=True)
+class CoffeeConfig:
+    summary_every: int = 100
+    snapshot_every: int = 1000
+    keep_snapshots: int = 3
+    validation: ValidationConfig | None = None
+
+
+@dataclass
+class RunConfig:
+    """A parsed YAML net: everything `mochapy run` needs."""
+
+    name: str
+    path: str
+    text: str
+    layers: list[LayerConfig]
+    solver: SolverConfig
+    coffee: CoffeeConfig
+    seed: int = 0
+    backend: str = "cpu"
+    dtype: str = "float32"
+    roles: dict[str, str] = field(default_factory=dict)
+    report: list[str] = field(default_factory=list)
+
+    def validation_layers(self) -> list[LayerConfig]:
+        """The train layers with the data layer reading the validation source, unshuffled."""
+        val = self.coffee.validation
+        if val is None:
+            raise ConfigError(f"{self.path}: no validation coffee break is declared")
+        return [
+            dataclasses.replace(
+                cfg, source=val.source, shuffle=False,
+                batch_size=val.batch_size or cfg.batch_size, limit=0,
+            ) if cfg.name == val.data_layer else cfg
+            for cfg in self.layers
+        ]
+
+
+def _int(value: Any, where: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def parse_layers(entries: Any, where: str, base_dir: str) -> list[LayerConfig]:
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{where}: 'layers' must be a non-empty list")
+    layers = []
+    for index, entry in enumerate(entries):
+        label = f"{where}: layers[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{label}: expected a mapping with 'type' and 'name'")
+        kind = entry.get("type")
+        if kind not in LAYER_TYPES:
+            raise ConfigError(
+                f"{label}: unknown layer type {kind!r}; known: {', '.join(sorted(LAYER_TYPES))}"
+            )
+        cls = LAYER_TYPES[kind]
+        fields = dict(entry)
+        if "base_dir" in {f.name for f in dataclasses.fields(cls)}:
+            if "base_dir" in fields:
+                raise ConfigError(f"{label}: 'base_dir' is set from the YAML file's location")
+            fields["base_dir"] = base_dir
+        layers.append(cls.from_mapping(fields, where))
+    return layers
+
+
+def parse_coffee(spec: Any, where: str, layers: list[LayerConfig]) -> CoffeeConfig:
+    if spec is None:
+        return CoffeeConfig()
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: 'coffee_breaks' must be a mapping")
+    values: dict[str, Any] = {}
+    for key, body in spec.items():
+        if key not in COFFEE_FIELDS:
+            raise ConfigError(
+                f"{where}: coffee_breaks: unknown break {key!r}; known: {', '.join(COFFEE_FIELDS)}"
+            )
+        label = f"{where}: coffee_breaks.{key}"
+        if not isinstance(body, dict):
+            raise ConfigError(f"{label}: expected a mapping")
+        unknown = set(body) - set(COFFEE_FIELDS[key])
+        if unknown:
+            raise ConfigError(f"{label}: unknown field {sorted(unknown)[0]!r}")
+        every = _int(body.get("every"), f"{label}.every", 1)
+        if key == "training_summary":
+            values["summary_every"] = every
+        elif key == "snapshot":
+            values["snapshot_every"] = every
+            values["keep_snapshots"] = _int(body.get("keep", 3), f"{label}.keep", 1)
+        else:
+            source = body.get("source")
+            if not isinstance(source, str) or not source:
+                raise ConfigError(f"{label}.source: must name an HDF5 file or builtin split")
+            data_layers = [c.name for c in layers if c.type_name == "HDF5Data"]
+            data_layer = body.get("data_layer", data_layers[0] if data_layers else None)
+            if data_layer not in data_layers:
+                raise ConfigError(f"{label}.data_layer: {data_layer!r} is not an HDF5Data layer")
+            values["validation"] = ValidationConfig(
+                every=every, source=source, data_layer=data_layer,
+                batch_size=_int(body.get("batch_size", 0), f"{label}.batch_size"),
+                max_batches=_int(body.get("max_batches", 0), f"{label}.max_batches"),
+            )
+    return CoffeeConfig(**values)
+
+
+def parse_config(raw: Any, path: str, text: str = "") -> RunConfig:
+    """Validate a loaded YAML mapping into a RunConfig (layers sorted, topology checked)."""
+    where = path
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: the file must hold a mapping with 'layers' and 'solver'")
+    unknown = set(raw) - set(TOP_LEVEL)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown top-level field {sorted(unknown)[0]!r}; known: {', '.join(TOP_LEVEL)}"
+        )
+    base_dir = os.path.dirname(os.path.abspath(path))
+    layers = parse_layers(raw.get("layers"), where, base_dir)
+    try:
+        topological_order(layers)
+    except TopologyError as exc:
+        raise TopologyError(f"{where}: {exc}") from None
+    name = raw.get("name", os.path.splitext(os.path.basename(path))[0])
+    if not isinstance(name, str) or not name or "/" in name:
+        raise ConfigError(f"{where}: 'name' must be a non-empty string without '/'")
+    backend = raw.get("backend", "cpu")
+    if backend not in ("cpu", "gpu", "auto"):
+        raise ConfigError(f"{where}: 'backend' must be cpu, gpu or auto, got {backend!r}")
+    dtype = raw.get("dtype", "float32")
+    if dtype not in ("float32", "float64"):
+        raise ConfigError(f"{where}: 'dtype' must be float32 or float64, got {dtype!r}")
+    roles = raw.get("roles", {}) or {}
+    blobs = {b for c in layers for b in c.tops}
+    if not isinstance(roles, dict) or not all(isinstance(v, str) for v in roles.values()):
+        raise ConfigError(f"{where}: 'roles' must map role names to blob names")
+    for role, blob in roles.items():
+        if blob not in blobs:
+            raise ConfigError(f"{where}: roles.{role}: no layer produces blob {blob!r}")
+    report = raw.get("report", []) or []
+    if isinstance(report, str):
+        report = [report]
+    if not isinstance(report, list) or not all(isinstance(r, str) for r in report):
+        raise ConfigError(f"{where}: 'report' must be a name or a list of names")
+    return RunConfig(
+        name=name,
+        path=path,
+        text=text,
+        layers=layers,
+        solver=SolverConfig.from_mapping(raw.get("solver", {}), f"{where}: solver"),
+        coffee=parse_coffee(raw.get("coffee_breaks"), where, layers),
+        seed=_int(raw.get("seed", 0), f"{where}: seed"),
+        backend=backend,
+        dtype=dtype,
+        roles=roles,
+        report=report,
+    )
+
+
+def load_config(path: str) -> RunConfig:
+    """Read and validate a YAML net file."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: {problem}{at}") from None
+    return parse_config(raw, path, text)

@@ -1,0 +1,62 @@
+"""Where HDF5Data finds its files: a .h5 path, a Mocha source list, or a registered scheme.
+
+Mocha's convention: `source` names a text file listing one HDF5 path per line. We also accept a
+single .h5 path, and `scheme:rest` for schemes that packages register through the
+`mochapy.data_sources` entry-point group (galaxy_model registers `builtin:`), so mochapy never
+imports the applications built on it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from importlib.metadata import entry_points
+
+from mochapy.errors import DataError
+
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+_SCHEMES: dict[str, Callable[[str], str]] = {}
+
+
+def register_source_scheme(scheme: str, resolver: Callable[[str], str]) -> None:
+    """Make `scheme:...` sources resolvable by `resolver(spec) -> path of an HDF5 file`."""
+    _SCHEMES[scheme] = resolver
+
+
+def _scheme_resolver(scheme: str) -> Callable[[str], str] | None:
+    if scheme not in _SCHEMES:
+        for entry in entry_points(group="mochapy.data_sources"):
+            if entry.name == scheme:
+                _SCHEMES[scheme] = entry.load()
+    return _SCHEMES.get(scheme)
+
+
+def resolve_source(source: str, where: str, base_dir: str = ".") -> list[str]:
+    """Return the HDF5 files a source names; relative paths are taken from `base_dir`."""
+    scheme, sep, _ = source.partition(":")
+    if sep and len(scheme) > 1 and "/" not in scheme:
+        resolver = _scheme_resolver(scheme)
+        if resolver is None:
+            raise DataError(f"{where}: unknown data source scheme {scheme!r} in {source!r}")
+        return [resolver(source)]
+    path = source if os.path.isabs(source) else os.path.join(base_dir, source)
+    if not os.path.exists(path):
+        raise DataError(f"{where}: data source {source!r} not found ({path})")
+    if path.lower().endswith(HDF5_SUFFIXES):
+        return [path]
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = [line.strip() for line in handle]
+    except UnicodeDecodeError:
+        raise DataError(
+            f"{where}: {path} is neither an HDF5 file (.h5) nor a text list of HDF5 paths"
+        ) from None
+    listed_dir = os.path.dirname(os.path.abspath(path))
+    files = []
+    for line in lines:
+        if not line or line.startswith("#"):
+            continue
+        files.extend(resolve_source(line, f"{where} (listed in {path})", listed_dir))
+    if not files:
+        raise DataError(f"{where}: source list {path} names no HDF5 files")
+    return files

@@ -1,0 +1,89 @@
+"""GaussianReconLoss: -log N(x; mu, sigma^2) averaged over the batch (Regier's Latte.jl layer).
+
+bottoms [mu, sigma, x], sigma a standard deviation, n the batch size, w the weight:
+    loss = 0.5 w/n sum[log 2pi + 2 log sigma + (x - mu)^2 / sigma^2]
+    dmu = w/n (mu - x) / sigma^2,  dsigma = w/n (1/sigma - (x - mu)^2 / sigma^3);  none into x.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mochapy.layers.base import Layer, LayerConfig, register_layer
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@register_layer
+@dataclass(frozen=True)
+class GaussianReconLossConfig(LayerConfig):
+    weight: float = 1.0
+
+    type_name = "GaussianReconLoss"
+    has_loss = True
+    can_do_bp = True
+    is_sink = True
+    n_bottoms = 3
+    n_tops = 0
+
+
+class GaussianReconLossLayer(Layer):
+    config: GaussianReconLossConfig
+
+    def setup(self) -> None:
+        mu, sigma, x = self.bottoms
+        for blob in (sigma, x):
+            if blob.flat().shape != mu.flat().shape:
+                raise self.fail(
+                    f"bottom {blob.name!r} has shape {blob.shape}, but {mu.name!r} has {mu.shape}"
+                )
+        shape = mu.flat().shape
+        self.residual = self.backend.empty(shape)
+        self.inv_var = self.backend.empty(shape)
+        self.scale = self.config.weight / mu.batch_size
+        self.loss_value = self.backend.zeros(1)
+
+    def _forward_cpu(self) -> None:
+        mu, sigma, x = (b.flat() for b in self.bottoms)
+        r, inv_var = self.residual, self.inv_var
+        np.subtract(x, mu, out=r)
+        np.multiply(sigma, sigma, out=inv_var)
+        np.reciprocal(inv_var, out=inv_var)
+        log_sigma_sum = float(np.log(sigma).sum())
+        weighted_sq = float(np.einsum("ij,ij,ij->", r, r, inv_var, optimize=False))
+        total = r.size * LOG_2PI + 2 * log_sigma_sum + weighted_sq
+        self.loss_value[0] = 0.5 * self.scale * total
+
+    def _backward_cpu(self) -> None:
+        mu_blob, sigma_blob, _ = self.bottoms
+        r, inv_var, s = self.residual, self.inv_var, self.scale
+        if mu_blob.diff is not None:
+            np.multiply(r, inv_var, out=mu_blob.flat_diff())
+            mu_blob.flat_diff()[...] *= -s
+        if sigma_blob.diff is not None:
+            d = sigma_blob.flat_diff()
+            np.multiply(r, r, out=d)
+            d *= inv_var
+            np.subtract(1.0, d, out=d)
+            d /= sigma_blob.flat()
+            d *= s
+
+    def _forward_gpu(self) -> None:
+        mu, sigma, x = (b.flat() for b in self.bottoms)
+        self.backend.kernels.gaussian_recon_forward(
+            mu, sigma, x, self.residual, self.inv_var, self.scale, self.loss_value
+        )
+
+    def _backward_gpu(self) -> None:
+        mu_blob, sigma_blob, _ = self.bottoms
+        self.backend.kernels.gaussian_recon_backward(
+            self.residual, self.inv_var, sigma_blob.flat(), self.scale,
+            None if mu_blob.diff is None else mu_blob.flat_diff(),
+            None if sigma_blob.diff is None else sigma_blob.flat_diff(),
+        )
+
+
+GaussianReconLossConfig.layer_class = GaussianReconLossLayer

@@ -1,0 +1,90 @@
+"""InnerProduct: y = neuron(x W + b), the fully connected layer (x flattened to (N, in))."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mochapy.layers.base import Layer, LayerConfig, register_layer
+from mochapy.neurons import Identity, Neuron
+from mochapy.params import Constraint, Initializer, ParamSpec, Regularizer
+
+
+@register_layer
+@dataclass(frozen=True)
+class InnerProductConfig(LayerConfig):
+    output_dim: int = 0
+    neuron: Neuron = field(default_factory=Identity)
+    weight_init: Initializer = field(default_factory=Initializer)
+    bias_init: Initializer = field(default_factory=lambda: Initializer("Constant", value=0.0))
+    weight_regu: Regularizer = field(default_factory=Regularizer)
+    bias_regu: Regularizer = field(default_factory=lambda: Regularizer("none"))
+    weight_cons: Constraint = field(default_factory=Constraint)
+    bias_cons: Constraint = field(default_factory=Constraint)
+    weight_lr: float = 1.0
+    bias_lr: float = 2.0
+    param_key: str = ""
+
+    type_name = "InnerProduct"
+    has_param = True
+    has_neuron = True
+    can_do_bp = True
+
+    def validate(self) -> None:
+        super().validate()
+        self.require(self.output_dim > 0, "output_dim", "must be a positive integer")
+
+
+class InnerProductLayer(Layer):
+    config: InnerProductConfig
+
+    def setup(self) -> None:
+        cfg = self.config
+        x = self.bottoms[0]
+        n, n_in = x.batch_size, int(np.prod(x.shape[1:]))
+        key = cfg.param_key or cfg.name
+        self.weight = self.declare_param(
+            "weight", (n_in, cfg.output_dim),
+            ParamSpec(cfg.weight_init, cfg.weight_regu, cfg.weight_cons, cfg.weight_lr), key,
+        )
+        self.bias = self.declare_param(
+            "bias", (cfg.output_dim,),
+            ParamSpec(cfg.bias_init, cfg.bias_regu, cfg.bias_cons, cfg.bias_lr), key,
+        )
+        self.y = self.make_top(cfg.tops[0], (n, cfg.output_dim))
+        # The pre-activation is kept so the neuron's backward can see its input.
+        self.pre = self.backend.empty((n, cfg.output_dim))
+        self.dpre = self.backend.empty((n, cfg.output_dim))
+
+    def _forward_cpu(self) -> None:
+        np.matmul(self.bottoms[0].flat(), self.weight.data, out=self.pre)
+        self.pre += self.bias.data
+        self.config.neuron.forward(self.backend, self.pre, self.y.data)
+
+    def _backward_cpu(self) -> None:
+        x = self.bottoms[0]
+        self.config.neuron.backward(self.backend, self.pre, self.y.data, self.y.diff, self.dpre)
+        np.matmul(x.flat().T, self.dpre, out=self.weight.grad)
+        np.sum(self.dpre, axis=0, out=self.bias.grad)
+        if x.diff is not None:
+            np.matmul(self.dpre, self.weight.data.T, out=x.flat_diff())
+
+    def _forward_gpu(self) -> None:
+        xp = self.backend.xp
+        xp.matmul(self.bottoms[0].flat(), self.weight.data, out=self.pre)
+        self.backend.kernels.bias_neuron_forward(
+            self.config.neuron, self.pre, self.bias.data, self.y.data
+        )
+
+    def _backward_gpu(self) -> None:
+        xp = self.backend.xp
+        x = self.bottoms[0]
+        self.config.neuron.backward(self.backend, self.pre, self.y.data, self.y.diff, self.dpre)
+        xp.matmul(x.flat().T, self.dpre, out=self.weight.grad)
+        self.backend.kernels.column_sum(self.dpre, self.bias.grad)
+        if x.diff is not None:
+            xp.matmul(self.dpre, self.weight.data.T, out=x.flat_diff())
+
+
+InnerProductConfig.layer_class = InnerProductLayer

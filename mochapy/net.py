@@ -1,0 +1,264 @@
+"""Net: layer configs sorted into a graph by blob names, run forward and backward.
+
+Where one blob feeds several layers, each consumer writes its own gradient buffer and the net sums
+them before the producer's backward (so Mocha's hand-written SplitLayer is never needed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from mochapy.blob import Blob
+from mochapy.errors import TopologyError
+from mochapy.layers import Layer, LayerConfig, NetContext
+from mochapy.params import ParamStore
+
+
+def topological_order(
+    configs: Sequence[LayerConfig], inputs: Iterable[str] = ()
+) -> list[LayerConfig]:
+    """Order layers so every bottom is produced before it is read (file order breaks ties)."""
+    inputs = set(inputs)
+    producer: dict[str, LayerConfig] = {}
+    names: set[str] = set()
+    for cfg in configs:
+        if cfg.name in names:
+            raise TopologyError(f"two layers are named {cfg.name!r}")
+        names.add(cfg.name)
+        for top in cfg.tops:
+            if top in inputs:
+                raise TopologyError(f"layer {cfg.name!r} produces blob {top!r}, which is an input")
+            if top in producer:
+                raise TopologyError(
+                    f"blob {top!r} is produced by both layer {producer[top].name!r} "
+                    f"and layer {cfg.name!r}"
+                )
+            producer[top] = cfg
+    for cfg in configs:
+        for bottom in cfg.bottoms:
+            if bottom not in producer and bottom not in inputs:
+                raise TopologyError(
+                    f"layer {cfg.name!r} reads blob {bottom!r}, which no layer produces"
+                )
+    done: set[str] = set(inputs)
+    ordered: list[LayerConfig] = []
+    pending = list(configs)
+    while pending:
+        ready = [c for c in pending if all(b in done for b in c.bottoms)]
+        if not ready:
+            stuck = pending[0]
+            blob = next(b for b in stuck.bottoms if b not in done)
+            raise TopologyError(
+                f"cycle: layer {stuck.name!r} waits for blob {blob!r}, which depends on itself"
+            )
+        for cfg in ready:
+            ordered.append(cfg)
+            done.update(cfg.tops)
+            pending.remove(cfg)
+    return ordered
+
+
+def prune(configs: Sequence[LayerConfig], inputs: set[str], outputs: set[str]) -> list[LayerConfig]:
+    """Keep only the layers needed to compute `outputs` from `inputs` (and the sources)."""
+    producer = {top: cfg for cfg in configs for top in cfg.tops}
+    needed: list[LayerConfig] = []
+    wanted = list(outputs)
+    seen: set[str] = set()
+    while wanted:
+        blob = wanted.pop()
+        if blob in seen or blob in inputs:
+            continue
+        seen.add(blob)
+        if blob not in producer:
+            raise TopologyError(f"output blob {blob!r} is produced by no layer")
+        cfg = producer[blob]
+        if cfg not in needed:
+            needed.append(cfg)
+            wanted.extend(cfg.bottoms)
+    return [cfg for cfg in configs if cfg in needed]
+
+
+class Net:
+    """A built net: layers set up in order, blobs by name, parameters in a flat store.
+
+    `inputs` maps blob names to per-row shapes for blobs set from Python (`set_input`); the layers
+    that would produce them are dropped. `outputs` prunes the net to what those blobs need.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        backend: Any,
+        configs: Sequence[LayerConfig],
+        *,
+        seed: int = 0,
+        phase: str = "train",
+        params: ParamStore | None = None,
+        batch_size: int | None = None,
+        inputs: dict[str, tuple[int, ...]] | None = None,
+        outputs: Sequence[str] | None = None,
+        memory_data: dict[str, dict[str, np.ndarray]] | None = None,
+    ) -> None:
+        self.name = name
+        self.backend = backend
+        self.phase = phase
+        inputs = dict(inputs or {})
+        if inputs or outputs:
+            configs = [c for c in configs if not set(c.tops) & set(inputs)]
+        if outputs:
+            configs = prune(configs, set(inputs), set(outputs))
+        self.configs = topological_order(configs, inputs)
+        self.params = params if params is not None else ParamStore(backend, seed)
+        self.batch_size = batch_size or self._batch_size_from_sources()
+        ctx = NetContext(backend, self.params, seed, self.batch_size, phase, memory_data)
+
+        self.blobs: dict[str, Blob] = {}
+        for blob_name, row_shape in inputs.items():
+            self.blobs[blob_name] = Blob(blob_name, backend.zeros((self.batch_size, *row_shape)))
+        self.layers: list[Layer] = []
+        consumers = self._consumer_counts()
+        self.requires_grad: dict[str, bool] = {name: False for name in self.blobs}
+        self._views: dict[str, list[Blob]] = {}
+        for cfg in self.configs:
+            bottoms = [self._bottom_for(cfg, b, consumers[b]) for b in cfg.bottoms]
+            layer = cfg.layer_class(cfg, ctx, bottoms)
+            learns = cfg.can_do_bp and (
+                cfg.has_param or any(self.requires_grad[b] for b in cfg.bottoms)
+            )
+            for top in layer.tops:
+                self.blobs[top.name] = top
+                self.requires_grad[top.name] = learns and phase == "train"
+                if self.requires_grad[top.name]:
+                    top.diff = backend.zeros(top.shape)
+            self.layers.append(layer)
+        self.params.allocate()
+        self._attach_views()
+        self.backward_layers = [
+            layer
+            for layer in reversed(self.layers)
+            if layer.config.can_do_bp
+            and (layer.params or any(b.diff is not None for b in layer.bottoms))
+        ]
+        self.loss_layers = [layer for layer in self.layers if layer.config.has_loss]
+
+    # -- construction helpers ---------------------------------------------------------------------
+    def _batch_size_from_sources(self) -> int:
+        for cfg in self.configs:
+            size = getattr(cfg, "batch_size", 0)
+            if cfg.is_source and size:
+                return size
+        raise TopologyError(f"net {self.name!r}: no data layer sets batch_size; pass batch_size")
+
+    def _consumer_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for cfg in self.configs:
+            for bottom in cfg.bottoms:
+                counts[bottom] = counts.get(bottom, 0) + 1
+        return counts
+
+    def _bottom_for(self, cfg: LayerConfig, name: str, n_consumers: int) -> Blob:
+        blob = self.blobs[name]
+        if n_consumers == 1 or not self.requires_grad[name]:
+            return blob
+        view = Blob(name, blob.data)  # its own diff, summed into blob.diff before backward
+        self._views.setdefault(name, []).append(view)
+        return view
+
+    def _attach_views(self) -> None:
+        for name, views in self._views.items():
+            for view in views:
+                view.data = self.blobs[name].data
+                view.diff = self.backend.zeros(view.data.shape)
+
+    # -- running ----------------------------------------------------------------------------------
+    def set_input(self, name: str, values: Any) -> None:
+        """Copy host values into an input blob declared with `inputs=`."""
+        self.backend.copy_from_host(self.blobs[name].data, np.asarray(values))
+
+    def forward(self) -> None:
+        for layer in self.layers:
+            layer.forward()
+
+    def backward(self) -> None:
+        for layer in self.backward_layers:
+            for top in layer.tops:
+                views = self._views.get(top.name)
+                if views:
+                    top.diff[...] = views[0].diff
+                    for view in views[1:]:
+                        top.diff += view.diff
+            layer.backward()
+
+    def forward_backward(self) -> None:
+        self.forward()
+        self.backward()
+
+    def gradients_finite(self) -> bool:
+        """True when every parameter gradient is finite (one BLAS dot, cheap)."""
+        grad = self.params.grad
+        return math.isfinite(float(self.backend.xp.dot(grad, grad)))
+
+    def loss(self) -> float:
+        """Sum of the loss layers' values for the last forward (synchronises the device)."""
+        return sum(layer.loss for layer in self.loss_layers)
+
+    def loss_by_layer(self) -> dict[str, float]:
+        return {layer.config.name: layer.loss for layer in self.loss_layers}
+
+    def fetch(self, name: str) -> np.ndarray:
+        """A host copy of a blob's data."""
+        return self.backend.to_host(self.blobs[name].data).copy()
+
+    def first_nonfinite(self) -> str | None:
+        """Name where NaN/Inf first appears: a layer's top or loss, then a parameter gradient."""
+        finite = self.backend.all_finite
+        for layer in self.layers:
+            for top in layer.tops:
+                if not finite(top.data):
+                    return f"layer {layer.config.name!r} (blob {top.name!r})"
+            if layer.loss_value is not None and not finite(layer.loss_value):
+                return f"layer {layer.config.name!r} (loss)"
+        for layer in self.backward_layers:
+            for param in layer.params:
+                if not finite(param.grad):
+                    return f"layer {layer.config.name!r} (gradient of {param.key!r})"
+        return None
+
+    # -- state ------------------------------------------------------------------------------------
+    def layer_states(self) -> dict[str, dict[str, np.ndarray]]:
+        return {layer.config.name: layer.state_dict() for layer in self.layers}
+
+    def load_layer_states(self, states: dict[str, dict[str, np.ndarray]]) -> None:
+        for layer in self.layers:
+            if layer.config.name in states:
+                layer.load_state_dict(states[layer.config.name])
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.config.name == name:
+                return layer
+        raise KeyError(name)
+
+    def describe(self) -> list[tuple[str, str, str, int]]:
+        """(layer, type, top shapes, parameter count) per layer, for `mochapy check`."""
+        rows = []
+        for layer in self.layers:
+            shapes = ", ".join(f"{t.name}{list(t.shape)}" for t in layer.tops) or "-"
+            count = sum(p.size for p in layer.params)
+            rows.append((layer.config.name, layer.config.type_name, shapes, count))
+        return rows
+
+    @property
+    def n_params(self) -> int:
+        return self.params.size
+
+    def close(self) -> None:
+        """Finish output layers (their files appear only now)."""
+        for layer in self.layers:
+            close = getattr(layer, "close", None)
+            if close:
+                close()

@@ -1,0 +1,154 @@
+"""Neurons (activation functions) applied inside layers.
+
+Unlike Mocha.jl, backward sees the neuron's input as well as its output: Mocha computed gradients
+from the output alone, which broke neurons whose derivative is not a function of the output.
+Each neuron has a NumPy path and a GPU path (a kernel from kernels/neurons.cu, selected by `code`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mochapy.errors import ConfigError
+
+# exp overflows float32 at inputs >= 88.73; guarding at 88 keeps exp finite in float32 and float64.
+EXP_INPUT_CAP = 88.0
+
+
+@dataclass(frozen=True)
+class Neuron(ABC):
+    """Base neuron: y = f(x) elementwise, dx = f'(x) * dy."""
+
+    code: ClassVar[int] = -1
+
+    @property
+    def parameter(self) -> float:
+        """The neuron's one scalar parameter as the GPU kernels take it (0 when it has none)."""
+        return 0.0
+
+    def forward(self, backend: Any, x: Any, y: Any) -> None:
+        """Write f(x) into y (y may be x: every neuron can run in place)."""
+        if backend.kind == "gpu":
+            backend.kernels.neuron_forward(self.code, self.parameter, x, y)
+        else:
+            self._forward_cpu(x, y)
+
+    def backward(self, backend: Any, x: Any, y: Any, dy: Any, dx: Any) -> None:
+        """Write f'(x) * dy into dx (dx may be dy); x is the input, y = f(x) the output."""
+        if backend.kind == "gpu":
+            backend.kernels.neuron_backward(self.code, self.parameter, x, y, dy, dx)
+        else:
+            self._backward_cpu(x, y, dy, dx)
+
+    @abstractmethod
+    def _forward_cpu(self, x: np.ndarray, y: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _backward_cpu(self, x: np.ndarray, y: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> None: ...
+
+
+@dataclass(frozen=True)
+class Identity(Neuron):
+    code: ClassVar[int] = 0
+
+    def _forward_cpu(self, x: np.ndarray, y: np.ndarray) -> None:
+        if y is not x:
+            y[...] = x
+
+    def _backward_cpu(self, x: np.ndarray, y: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> None:
+        if dx is not dy:
+            dx[...] = dy
+
+
+@dataclass(frozen=True)
+class ReLU(Neuron):
+    """y = max(x, epsilon), Mocha's ReLU(epsilon); epsilon > 0 keeps outputs off exact zero."""
+
+    epsilon: float = 0.0
+    code: ClassVar[int] = 1
+
+    @property
+    def parameter(self) -> float:
+        return self.epsilon
+
+    def _forward_cpu(self, x: np.ndarray, y: np.ndarray) -> None:
+        np.maximum(x, self.epsilon, out=y)
+
+    def _backward_cpu(self, x: np.ndarray, y: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> None:
+        np.multiply(dy, x > self.epsilon, out=dx)
+
+
+@dataclass(frozen=True)
+class Exponential(Neuron):
+    """y = exp(min(x, 88)): the sd heads' positivity, guarded so float32 never overflows."""
+
+    code: ClassVar[int] = 2
+
+    def _forward_cpu(self, x: np.ndarray, y: np.ndarray) -> None:
+        np.minimum(x, EXP_INPUT_CAP, out=y)
+        np.exp(y, out=y)
+
+    def _backward_cpu(self, x: np.ndarray, y: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> None:
+        # d/dx exp(min(x, cap)) = y below the cap and 0 above it.
+        np.multiply(dy, y, out=dx)
+        dx[x > EXP_INPUT_CAP] = 0
+
+
+@dataclass(frozen=True)
+class Sigmoid(Neuron):
+    code: ClassVar[int] = 3
+
+    def _forward_cpu(self, x: np.ndarray, y: np.ndarray) -> None:
+        # 1 / (1 + exp(-x)) written as 0.5 * (1 + tanh(x / 2)) never overflows.
+        np.multiply(x, 0.5, out=y)
+        np.tanh(y, out=y)
+        y += 1
+        y *= 0.5
+
+    def _backward_cpu(self, x: np.ndarray, y: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> None:
+        np.multiply(dy, y * (1 - y), out=dx)
+
+
+@dataclass(frozen=True)
+class Tanh(Neuron):
+    code: ClassVar[int] = 4
+
+    def _forward_cpu(self, x: np.ndarray, y: np.ndarray) -> None:
+        np.tanh(x, out=y)
+
+    def _backward_cpu(self, x: np.ndarray, y: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> None:
+        np.multiply(dy, 1 - y * y, out=dx)
+
+
+NEURONS: dict[str, type[Neuron]] = {
+    cls.__name__: cls for cls in (Identity, ReLU, Exponential, Sigmoid, Tanh)
+}
+
+
+def make_neuron(spec: Any, where: str) -> Neuron:
+    """Build a neuron from YAML: a name (`ReLU`) or a mapping (`{type: ReLU, epsilon: 0.01}`)."""
+    if spec is None:
+        return Identity()
+    if isinstance(spec, Neuron):
+        return spec
+    if isinstance(spec, str):
+        spec = {"type": spec}
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ConfigError(f"{where}: neuron must be a name or a mapping with 'type', got {spec!r}")
+    fields = dict(spec)
+    name = fields.pop("type")
+    if name not in NEURONS:
+        raise ConfigError(f"{where}: unknown neuron {name!r}; known: {', '.join(NEURONS)}")
+    cls = NEURONS[name]
+    allowed = {"epsilon"} if cls is ReLU else set()
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: neuron {name} has no field {sorted(unknown)[0]!r}")
+    try:
+        return cls(**{k: float(v) for k, v in fields.items()})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: bad neuron field: {exc}") from None

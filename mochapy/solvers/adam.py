@@ -1,0 +1,43 @@
+"""Adam (Kingma & Ba), as Mocha.jl: bias-corrected step lr_t = lr sqrt(1-b2^t)/(1-b1^t)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mochapy.solvers.base import Solver, register_solver
+
+
+@register_solver("adam")
+class Adam(Solver):
+    """m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  w -= lr_t m / (sqrt(v) + eps)."""
+
+    state_names = ("m", "v")
+
+    def step(self, lr: float) -> None:
+        cfg = self.config
+        t = self.iteration
+        lr_t = lr * math.sqrt(1 - cfg.beta2**t) / (1 - cfg.beta1**t)
+        if self.backend.kind == "gpu":
+            self.backend.kernels.adam_update(self, lr_t)
+            return
+        g, m, v = self.net.params.grad, self.state["m"], self.state["v"]
+        work = self._work
+        m *= cfg.beta1
+        np.multiply(g, 1 - cfg.beta1, out=work)
+        m += work
+        np.multiply(g, g, out=work)
+        work *= 1 - cfg.beta2
+        v *= cfg.beta2
+        v += work
+        np.sqrt(v, out=work)
+        work += cfg.epsilon
+        np.divide(m, work, out=work)
+        self.apply_step(work, lr_t)
+
+    @property
+    def _work(self) -> np.ndarray:
+        if not hasattr(self, "_work_buffer"):
+            self._work_buffer = self.backend.empty(self.net.params.size)
+        return self._work_buffer

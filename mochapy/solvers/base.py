@@ -1,0 +1,169 @@
+"""Solvers: update a net's flat parameter buffer from its flat gradient buffer.
+
+A solver owns its state (momenta, Adam moments, iteration count) as flat arrays, so snapshots and
+the GPU's single update kernel handle every parameter at once. Regularization (regu_coef times each
+parameter's regularizer) is added to the gradient here, as in Mocha.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mochapy.errors import ConfigError
+from mochapy.net import Net
+from mochapy.solvers.policies import LRPolicy, MomPolicy, parse_lr_policy, parse_mom_policy
+
+
+@dataclass
+class SolverConfig:
+    method: str = "adam"
+    base_lr: float = 0.001
+    lr_policy: LRPolicy = field(default_factory=LRPolicy)
+    momentum: float = 0.9
+    mom_policy: MomPolicy = field(default_factory=MomPolicy)
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-8
+    max_iter: int = 1000
+    regu_coef: float = 0.0
+
+    NUMBERS: ClassVar[dict[str, type]] = {
+        "base_lr": float, "momentum": float, "beta1": float, "beta2": float,
+        "epsilon": float, "max_iter": int, "regu_coef": float,
+    }
+
+    @classmethod
+    def from_mapping(cls, spec: dict[str, Any], where: str) -> SolverConfig:
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: 'solver' must be a mapping")
+        values: dict[str, Any] = {}
+        for key, raw in spec.items():
+            if key == "method":
+                if raw not in SOLVERS:
+                    raise ConfigError(
+                        f"{where}.method: unknown solver {raw!r}; known: {', '.join(SOLVERS)}"
+                    )
+                values[key] = raw
+            elif key == "lr_policy":
+                values[key] = parse_lr_policy(raw, f"{where}.lr_policy")
+            elif key == "mom_policy":
+                values[key] = parse_mom_policy(raw, f"{where}.mom_policy")
+            elif key in cls.NUMBERS:
+                if isinstance(raw, str):
+                    try:
+                        raw = float(raw)
+                    except ValueError:
+                        pass
+                kind = cls.NUMBERS[key]
+                if isinstance(raw, bool) or not isinstance(raw, (int, float)) or (
+                    kind is int and raw != int(raw)
+                ):
+                    raise ConfigError(f"{where}.{key}: expected a number, got {raw!r}")
+                values[key] = kind(raw)
+            else:
+                known = ", ".join(["method", "lr_policy", "mom_policy", *cls.NUMBERS])
+                raise ConfigError(f"{where}: unknown field {key!r}; known: {known}")
+        config = cls(**values)
+        if config.base_lr <= 0 or config.max_iter < 0 or config.regu_coef < 0:
+            raise ConfigError(f"{where}: base_lr must be > 0, max_iter and regu_coef >= 0")
+        if not (0 <= config.beta1 < 1 and 0 <= config.beta2 < 1 and config.epsilon > 0):
+            raise ConfigError(f"{where}: need 0 <= beta1, beta2 < 1 and epsilon > 0")
+        return config
+
+
+class Solver:
+    """Base solver: regularize, compute the lr, apply the method's update, enforce constraints."""
+
+    state_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: SolverConfig, net: Net) -> None:
+        self.config = config
+        self.net = net
+        self.backend = net.backend
+        self.iteration = 0
+        store = net.params
+        self.state = {name: self.backend.zeros(store.size) for name in self.state_names}
+        self.segments = [
+            (p.offset, p.offset + p.size, p) for p in store.params.values()
+        ]
+        self.uniform_lr = all(p.spec.lr_mult == 1.0 for p in store.params.values())
+
+    def learning_rate(self, iteration: int | None = None) -> float:
+        it = self.iteration if iteration is None else iteration
+        return self.config.lr_policy.rate(self.config.base_lr, it)
+
+    def momentum(self) -> float:
+        return self.config.mom_policy.momentum(self.config.momentum, self.iteration)
+
+    def regularize(self) -> None:
+        """grad += regu_coef * coefficient * (w for L2, sign(w) for L1), per parameter."""
+        coef = self.config.regu_coef
+        if coef == 0:
+            return
+        xp = self.backend.xp
+        for _, _, param in self.segments:
+            regu = param.spec.regularizer
+            if regu.type == "L2":
+                param.grad += (coef * regu.coefficient) * param.data
+            elif regu.type == "L1":
+                param.grad += (coef * regu.coefficient) * xp.sign(param.data)
+
+    def apply_step(self, step: Any, lr: float) -> None:
+        """w -= lr * lr_mult * step, segment by segment only when some lr_mult differs from 1."""
+        data = self.net.params.data
+        if self.uniform_lr:
+            step *= lr
+            data -= step
+            return
+        for start, stop, param in self.segments:
+            data[start:stop] -= (lr * param.spec.lr_mult) * step[start:stop]
+
+    def constrain(self) -> None:
+        xp = self.backend.xp
+        for _, _, param in self.segments:
+            cons = param.spec.constraint
+            if cons.type != "L2" or self.iteration % cons.every_n_iter:
+                continue
+            w = param.data.reshape(-1, param.shape[-1]) if param.data.ndim > 1 else param.data[None]
+            norms = xp.sqrt((w * w).sum(axis=0))
+            w *= xp.minimum(1.0, cons.threshold / xp.maximum(norms, 1e-30))
+
+    def update(self) -> None:
+        """One solver step from the gradients of the last backward."""
+        self.iteration += 1
+        self.regularize()
+        self.step(self.learning_rate())
+        self.constrain()
+
+    def step(self, lr: float) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must define step()")
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {name: self.backend.to_host(value).copy() for name, value in self.state.items()}
+        state["iteration"] = np.array(self.iteration)
+        state["lr_decays"] = np.array(self.config.lr_policy.decays)
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        for name in self.state_names:
+            self.backend.copy_from_host(self.state[name], np.asarray(state[name]))
+        self.iteration = int(state["iteration"])
+        self.config.lr_policy.decays = int(state.get("lr_decays", 0))
+
+
+SOLVERS: dict[str, type[Solver]] = {}
+
+
+def register_solver(name: str):
+    def decorate(cls: type[Solver]) -> type[Solver]:
+        SOLVERS[name] = cls
+        return cls
+
+    return decorate
+
+
+def make_solver(config: SolverConfig, net: Net) -> Solver:
+    return SOLVERS[config.method](config, net)

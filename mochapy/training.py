@@ -1,0 +1,308 @@
+"""Trainer: the solve loop with coffee breaks, snapshots, resume, divergence stop and a run lock.
+
+A run directory holds: net.yaml (the exact config), snapshots/ (verified HDF5 snapshots),
+statistics.h5 (the lounge), weights.h5 (final float parameters, no solver state), training.json
+(iterations, wall time, speed, machine) and log.txt.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import platform
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from mochapy.backends import get_backend
+from mochapy.coffee import CoffeeLounge, Snapshot, TrainingSummary, ValidationPerformance
+from mochapy.config import RunConfig
+from mochapy.errors import ConfigError, DivergenceError, MochaError
+from mochapy.net import Net
+from mochapy.snapshots import (
+    Snapshot as SnapshotData,
+)
+from mochapy.snapshots import (
+    list_snapshots,
+    newest_valid_snapshot,
+    prune_snapshots,
+    read_snapshot,
+    snapshot_path,
+    write_hdf5_atomically,
+    write_snapshot,
+)
+
+
+@dataclass
+class TrainResult:
+    out_dir: str
+    iterations: int
+    wall_seconds: float
+    final_loss: float
+    resumed_from: int | None
+
+
+class RunLock:
+    """An exclusive lock on a run directory, so two runs never interleave their files."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.path = os.path.join(out_dir, ".lock")
+        self.handle: Any = None
+
+    def __enter__(self) -> RunLock:
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            owner = self.handle.read().strip() or "another process"
+            self.handle.close()
+            raise MochaError(
+                f"run directory {os.path.dirname(self.path)} is in use by {owner}; "
+                "wait for it or choose another --out"
+            ) from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"pid {os.getpid()} on {platform.node()}")
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+class Trainer:
+    """Trains a RunConfig into a run directory."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        out_dir: str,
+        *,
+        backend: str | None = None,
+        max_iter: int | None = None,
+        resume: bool = False,
+        progress: bool = True,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.out_dir = out_dir
+        self.snapshot_dir = os.path.join(out_dir, "snapshots")
+        self.backend_name = backend or config.backend
+        self.max_iter = config.solver.max_iter if max_iter is None else max_iter
+        self.resume = resume
+        self.progress = progress
+        self.echo = echo or tqdm.write
+        self.lounge = CoffeeLounge()
+        self._loss_sum = 0.0
+        self._loss_count = 0
+        self._val_net: Net | None = None
+
+    # -- helpers used by coffee breaks ----------------------------------------------------------
+    def log(self, line: str) -> None:
+        self.echo(line)
+        with open(os.path.join(self.out_dir, "log.txt"), "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+    def take_mean_loss(self) -> float:
+        mean = self._loss_sum / max(self._loss_count, 1)
+        self._loss_sum, self._loss_count = 0.0, 0
+        return mean
+
+    def iters_per_sec(self) -> float:
+        elapsed = time.perf_counter() - self._t0
+        return (self.solver.iteration - self._start_iter) / elapsed if elapsed > 0 else 0.0
+
+    def validation_net(self) -> Net:
+        if self._val_net is None:
+            self._val_net = Net(
+                f"{self.config.name}-validation", self.backend, self.config.validation_layers(),
+                seed=self.config.seed + 1, phase="test", params=self.net.params,
+            )
+        return self._val_net
+
+    def save_snapshot(self) -> str:
+        """Write a verified snapshot of the current state, then prune old ones."""
+        if not self.backend.all_finite(self.net.params.data):
+            raise DivergenceError(
+                f"parameters are not finite at iteration {self.solver.iteration}; "
+                "no snapshot written, the last good one is kept"
+            )
+        path = snapshot_path(self.snapshot_dir, self.solver.iteration)
+        write_snapshot(path, SnapshotData(
+            iteration=self.solver.iteration,
+            params=self.net.params.host_arrays(),
+            solver=self.solver.state_dict(),
+            layers=self.net.layer_states(),
+            statistics=self.lounge.as_arrays(),
+        ))
+        read_snapshot(path)  # verify before older snapshots go
+        prune_snapshots(self.snapshot_dir, self.config.coffee.keep_snapshots)
+        self.lounge.save(os.path.join(self.out_dir, "statistics.h5"))
+        return path
+
+    # -- the run --------------------------------------------------------------------------------
+    def _prepare_directory(self) -> None:
+        existing = list_snapshots(self.snapshot_dir)
+        if existing and not self.resume:
+            raise MochaError(
+                f"{self.out_dir} already holds a run ({len(existing)} snapshots); "
+                "pass --resume to continue it or choose another --out"
+            )
+        config_copy = os.path.join(self.out_dir, "net.yaml")
+        if not os.path.exists(config_copy):
+            with open(config_copy + ".partial", "w", encoding="utf-8") as handle:
+                handle.write(self.config.text)
+            os.replace(config_copy + ".partial", config_copy)
+
+    def _build(self) -> int | None:
+        cfg = self.config
+        self.backend = get_backend(self.backend_name, cfg.dtype)
+        self.net = Net(cfg.name, self.backend, cfg.layers, seed=cfg.seed, phase="train")
+        from mochapy.solvers import make_solver
+
+        self.solver = make_solver(cfg.solver, self.net)
+        breaks: list[Any] = [TrainingSummary(cfg.coffee.summary_every)]
+        if cfg.coffee.validation:
+            breaks.append(ValidationPerformance(cfg.coffee.validation.every,
+                                                cfg.coffee.validation.max_batches))
+        breaks.append(Snapshot(cfg.coffee.snapshot_every))
+        self.breaks = breaks
+        if not self.resume:
+            return None
+        snap = newest_valid_snapshot(self.snapshot_dir)
+        if snap is None:
+            return None
+        self.net.params.load_host_arrays(snap.params, f"snapshot {snap.iteration}")
+        self.solver.load_state_dict(snap.solver)
+        self.net.load_layer_states(snap.layers)
+        self.lounge.load_arrays(snap.statistics)
+        return snap.iteration
+
+    def run(self) -> TrainResult:
+        os.makedirs(self.snapshot_dir, exist_ok=True)
+        with RunLock(self.out_dir):
+            self._prepare_directory()
+            resumed_from = self._build()
+            if resumed_from is not None:
+                self.log(f"resuming {self.config.name} from iteration {resumed_from}")
+            self.log(
+                f"training {self.config.name}: {self.net.n_params:,} parameters, backend "
+                f"{self.backend.kind}, {self.max_iter} iterations -> {self.out_dir}"
+            )
+            interrupted: list[int] = []
+            previous = signal.signal(signal.SIGTERM, lambda s, f: interrupted.append(s))
+            try:
+                wall = self._loop(interrupted)
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+            self._finish(wall)
+        result = TrainResult(self.out_dir, self.solver.iteration, wall,
+                             self.lounge.last("train/loss") or float("nan"), resumed_from)
+        self._run_reports()
+        return result
+
+    def _loop(self, interrupted: list[int]) -> float:
+        self._start_iter = self.solver.iteration
+        self._t0 = time.perf_counter()
+        bar = tqdm(total=self.max_iter, initial=self._start_iter, disable=not self.progress,
+                   unit="it", dynamic_ncols=True, desc=self.config.name)
+        net, solver = self.net, self.solver
+        try:
+            while solver.iteration < self.max_iter:
+                net.forward()
+                net.backward()
+                loss = net.loss()
+                iteration = solver.iteration + 1
+                if not math.isfinite(loss) or not net.gradients_finite():
+                    where = net.first_nonfinite() or "the loss"
+                    kept = list_snapshots(self.snapshot_dir)
+                    raise DivergenceError(
+                        f"training diverged at iteration {iteration}: NaN/Inf first in {where}; "
+                        + (f"last good snapshot kept: {kept[0]}" if kept else "no snapshot yet")
+                    )
+                self._loss_sum += loss
+                self._loss_count += 1
+                solver.update()
+                bar.update(1)
+                if iteration % self.config.coffee.summary_every == 0:
+                    bar.set_postfix(loss=f"{loss:.4g}")
+                for coffee in self.breaks:
+                    if coffee.due(iteration):
+                        coffee.run(self, iteration)
+                if interrupted:
+                    path = self.save_snapshot()
+                    raise MochaError(f"stopped by signal at iteration {iteration}; saved {path}")
+        except KeyboardInterrupt:
+            path = self.save_snapshot()
+            raise MochaError(
+                f"interrupted at iteration {solver.iteration}; saved {path} (resume with --resume)"
+            ) from None
+        finally:
+            bar.close()
+        return time.perf_counter() - self._t0
+
+    def _finish(self, wall: float) -> None:
+        iteration = self.solver.iteration
+        if self._loss_count:
+            TrainingSummary(1).run(self, iteration)
+        if not os.path.exists(snapshot_path(self.snapshot_dir, iteration)):
+            self.save_snapshot()
+        self.lounge.save(os.path.join(self.out_dir, "statistics.h5"))
+        export_weights(self.net, os.path.join(self.out_dir, "weights.h5"))
+        info = {
+            "name": self.config.name,
+            "iterations": iteration,
+            "wall_seconds_this_session": round(wall, 3),
+            "iters_per_sec_this_session": round(self.iters_per_sec(), 2),
+            "backend": self.backend.kind,
+            "dtype": self.backend.dtype.name,
+            "n_params": self.net.n_params,
+            "final_train_loss": self.lounge.last("train/loss"),
+            "final_validation_loss": self.lounge.last("validation/loss"),
+            "machine": machine_description(),
+        }
+        path = os.path.join(self.out_dir, "training.json")
+        previous = {}
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as handle:
+                previous = json.load(handle)
+        info["wall_seconds_total"] = round(
+            previous.get("wall_seconds_total", 0.0) + wall, 3
+        )
+        with open(path + ".partial", "w", encoding="utf-8") as handle:
+            json.dump(info, handle, indent=2)
+        os.replace(path + ".partial", path)
+        self.log(f"done: {iteration} iterations in {wall:.1f} s; run directory {self.out_dir}")
+
+    def _run_reports(self) -> None:
+        for name in self.config.report:
+            hooks = [e for e in entry_points(group="mochapy.reports") if e.name == name]
+            if not hooks:
+                raise ConfigError(f"{self.config.path}: report {name!r} is not installed")
+            hooks[0].load()(self.out_dir, progress=self.progress)
+
+
+def export_weights(net: Net, path: str) -> None:
+    """Final parameters as float32 HDF5 (no solver state): what a shipped run carries."""
+    arrays = {f"params/{k}": v.astype(np.float32) for k, v in net.params.host_arrays().items()}
+    write_hdf5_atomically(path, arrays, {"format": 1})
+
+
+def machine_description() -> dict[str, Any]:
+    return {
+        "node": platform.node(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
