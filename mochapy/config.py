@@ -152,7 +152,8 @@ def parse_config(raw: Any, path: str, text: str = "") -> RunConfig:
     unknown = set(raw) - set(TOP_LEVEL)
     if unknown:
         raise ConfigError(
-            f"{where}: unknown top-level field {sorted(unknown)[0]!r}; known: {', '.join(TOP_LEVEL)}"
+            f"{where}: unknown top-level field {sorted(unknown)[0]!r}; "
+            f"known: {', '.join(TOP_LEVEL)}"
         )
     base_dir = os.path.dirname(os.path.abspath(path))
     layers = parse_layers(raw.get("layers"), where, base_dir)

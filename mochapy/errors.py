@@ -14,7 +14,7 @@ class ConfigError(MochaError):
 
 
 class TopologyError(MochaError):
-    """The layer graph is inconsistent: a missing, duplicate or cyclic blob (names layer and blob)."""
+    """The layer graph is inconsistent: a missing, duplicate or cyclic blob (names both)."""
 
 
 class DataError(MochaError):

@@ -48,7 +48,9 @@ class Neuron(ABC):
     def _forward_cpu(self, x: np.ndarray, y: np.ndarray) -> None: ...
 
     @abstractmethod
-    def _backward_cpu(self, x: np.ndarray, y: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> None: ...
+    def _backward_cpu(
+        self, x: np.ndarray, y: np.ndarray, dy: np.ndarray, dx: np.ndarray
+    ) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -192,7 +192,8 @@ class ParamStore:
             value = np.asarray(arrays[key])
             if value.shape != param.shape:
                 raise ConfigError(
-                    f"{where}: parameter {key!r} has shape {value.shape}, the net needs {param.shape}"
+                    f"{where}: parameter {key!r} has shape {value.shape}, "
+                    f"the net needs {param.shape}"
                 )
             self.backend.copy_from_host(param.data, value.astype(self.backend.dtype))
 

@@ -218,7 +218,9 @@ class Layer:
         self.tops.append(blob)
         return blob
 
-    def declare_param(self, suffix: str, shape: tuple[int, ...], spec: ParamSpec, key: str) -> Param:
+    def declare_param(
+        self, suffix: str, shape: tuple[int, ...], spec: ParamSpec, key: str
+    ) -> Param:
         param = self.ctx.params.declare(f"{key}.{suffix}", shape, spec, self.config.where)
         self.params.append(param)
         return param

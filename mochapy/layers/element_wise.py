@@ -24,7 +24,7 @@ class ElementWiseLayer(Layer):
     def setup(self) -> None:
         a, b = self.bottoms
         if a.shape != b.shape:
-            raise self.fail(f"bottoms {a.name!r} {a.shape} and {b.name!r} {b.shape} differ in shape")
+            raise self.fail(f"bottoms {a.name!r} {a.shape} and {b.name!r} {b.shape} differ")
         self.y = self.make_top(self.config.tops[0], a.shape)
 
     def _forward_cpu(self) -> None:

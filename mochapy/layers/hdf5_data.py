@@ -86,12 +86,12 @@ class HDF5DataLayer(Layer):
         self.n_rows = counts.pop()
         self.order = BatchOrder(self.n_rows, cfg.batch_size, cfg.shuffle, self.ctx.rng(cfg.name))
         self.host_batches = [np.empty((cfg.batch_size, *a.shape[1:]), a.dtype) for a in self.arrays]
-        for name, array in zip(cfg.tops, self.arrays):
+        for name, array in zip(cfg.tops, self.arrays, strict=False):
             self.make_top(name, (cfg.batch_size, *array.shape[1:]))
 
     def forward(self) -> None:
         rows = self.order.next()
-        for array, host, top in zip(self.arrays, self.host_batches, self.tops):
+        for array, host, top in zip(self.arrays, self.host_batches, self.tops, strict=False):
             np.take(array, rows, axis=0, out=host)
             self.backend.copy_from_host(top.data, host)
 

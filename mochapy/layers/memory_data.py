@@ -34,7 +34,7 @@ class MemoryDataLayer(Layer):
         cfg = self.config
         given = self.ctx.memory_data.get(cfg.name)
         if given is None:
-            raise DataError(f"{cfg.where}: no arrays given (pass memory_data={{{cfg.name!r}: ...}})")
+            raise DataError(f"{cfg.where}: no arrays given (pass memory_data={{name: arrays}})")
         self.arrays = []
         for name in cfg.tops:
             if name not in given:
@@ -51,7 +51,7 @@ class MemoryDataLayer(Layer):
 
     def forward(self) -> None:
         rows = self.order.next()
-        for array, top in zip(self.arrays, self.tops):
+        for array, top in zip(self.arrays, self.tops, strict=False):
             self.backend.copy_from_host(top.data, array[rows])
 
     def state_dict(self) -> dict[str, np.ndarray]:
