@@ -20,7 +20,7 @@ from mochapy.solvers import SolverConfig
 
 TOP_LEVEL = (
     "name", "seed", "backend", "dtype", "layers", "solver", "coffee_breaks", "roles", "report",
-    "description",
+    "description", "init_from",
 )
 COFFEE_FIELDS = {
     "training_summary": ("every",),
@@ -61,6 +61,7 @@ class RunConfig:
     dtype: str = "float32"
     roles: dict[str, str] = field(default_factory=dict)
     report: list[str] = field(default_factory=list)
+    init_from: str | None = None  # a run directory or weights/snapshot .h5 to start from
 
     def validation_layers(self) -> list[LayerConfig]:
         """The train layers with the data layer reading the validation source, unshuffled."""
@@ -182,6 +183,13 @@ def parse_config(raw: Any, path: str, text: str = "") -> RunConfig:
         report = [report]
     if not isinstance(report, list) or not all(isinstance(r, str) for r in report):
         raise ConfigError(f"{where}: 'report' must be a name or a list of names")
+    init_from = raw.get("init_from")
+    if init_from is not None:
+        if not isinstance(init_from, str) or not init_from:
+            raise ConfigError(f"{where}: 'init_from' must name a run directory or weights file")
+        init_from = os.path.join(base_dir, init_from)
+        if not os.path.exists(init_from):
+            raise ConfigError(f"{where}: init_from {init_from} does not exist")
     return RunConfig(
         name=name,
         path=path,
@@ -194,6 +202,7 @@ def parse_config(raw: Any, path: str, text: str = "") -> RunConfig:
         dtype=dtype,
         roles=roles,
         report=report,
+        init_from=init_from,
     )
 
 

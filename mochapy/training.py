@@ -27,9 +27,8 @@ from mochapy.coffee import CoffeeLounge, Snapshot, TrainingSummary, ValidationPe
 from mochapy.config import RunConfig
 from mochapy.errors import ConfigError, DivergenceError, MochaError
 from mochapy.net import Net
-from mochapy.snapshots import (
-    Snapshot as SnapshotData,
-)
+from mochapy.runs import load_run, read_weights
+from mochapy.snapshots import Snapshot as SnapshotData
 from mochapy.snapshots import (
     list_snapshots,
     newest_valid_snapshot,
@@ -39,6 +38,7 @@ from mochapy.snapshots import (
     write_hdf5_atomically,
     write_snapshot,
 )
+from mochapy.solvers import make_solver
 
 
 @dataclass
@@ -168,8 +168,6 @@ class Trainer:
         cfg = self.config
         self.backend = get_backend(self.backend_name, cfg.dtype)
         self.net = Net(cfg.name, self.backend, cfg.layers, seed=cfg.seed, phase="train")
-        from mochapy.solvers import make_solver
-
         self.solver = make_solver(cfg.solver, self.net)
         breaks: list[Any] = [TrainingSummary(cfg.coffee.summary_every)]
         if cfg.coffee.validation:
@@ -178,15 +176,26 @@ class Trainer:
         breaks.append(Snapshot(cfg.coffee.snapshot_every))
         self.breaks = breaks
         if not self.resume:
+            self._init_from()
             return None
         snap = newest_valid_snapshot(self.snapshot_dir)
         if snap is None:
+            self._init_from()
             return None
         self.net.params.load_host_arrays(snap.params, f"snapshot {snap.iteration}")
         self.solver.load_state_dict(snap.solver)
         self.net.load_layer_states(snap.layers)
         self.lounge.load_arrays(snap.statistics)
         return snap.iteration
+
+    def _init_from(self) -> None:
+        """Start from another run's parameters (e.g. a second training stage)."""
+        source = self.config.init_from
+        if source is None:
+            return
+        params = load_run(source).params if os.path.isdir(source) else read_weights(source)
+        self.net.params.load_host_arrays(params, f"init_from {source}")
+        self.log(f"parameters initialised from {source}")
 
     def run(self) -> TrainResult:
         os.makedirs(self.snapshot_dir, exist_ok=True)
@@ -218,7 +227,12 @@ class Trainer:
                    unit="it", dynamic_ncols=True, desc=self.config.name)
         net, solver = self.net, self.solver
         try:
+            budget = self.config.solver.max_seconds
             while solver.iteration < self.max_iter:
+                if budget and time.perf_counter() - self._t0 > budget:
+                    self.log(f"time budget of {budget:.0f} s reached at iteration "
+                             f"{solver.iteration}")
+                    break
                 net.forward()
                 net.backward()
                 loss = net.loss()

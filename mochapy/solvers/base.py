@@ -29,10 +29,11 @@ class SolverConfig:
     epsilon: float = 1e-8
     max_iter: int = 1000
     regu_coef: float = 0.0
+    max_seconds: float = 0.0  # > 0: also stop after this much training wall time
 
     NUMBERS: ClassVar[dict[str, type]] = {
         "base_lr": float, "momentum": float, "beta1": float, "beta2": float,
-        "epsilon": float, "max_iter": int, "regu_coef": float,
+        "epsilon": float, "max_iter": int, "regu_coef": float, "max_seconds": float,
     }
 
     @classmethod
@@ -67,8 +68,10 @@ class SolverConfig:
                 known = ", ".join(["method", "lr_policy", "mom_policy", *cls.NUMBERS])
                 raise ConfigError(f"{where}: unknown field {key!r}; known: {known}")
         config = cls(**values)
-        if config.base_lr <= 0 or config.max_iter < 0 or config.regu_coef < 0:
-            raise ConfigError(f"{where}: base_lr must be > 0, max_iter and regu_coef >= 0")
+        if config.base_lr <= 0 or min(config.max_iter, config.regu_coef, config.max_seconds) < 0:
+            raise ConfigError(
+                f"{where}: base_lr must be > 0; max_iter, regu_coef, max_seconds >= 0"
+            )
         if not (0 <= config.beta1 < 1 and 0 <= config.beta2 < 1 and config.epsilon > 0):
             raise ConfigError(f"{where}: need 0 <= beta1, beta2 < 1 and epsilon > 0")
         return config
