@@ -11,13 +11,13 @@ import glob
 import hashlib
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 
 import h5py
 import numpy as np
 
+from mochapy.atomic import write_hdf5_atomically
 from mochapy.errors import DataError
 
 SNAPSHOT_PATTERN = re.compile(r"snapshot-(\d{9})\.h5$")
@@ -54,31 +54,6 @@ def _checksum(items: dict[str, np.ndarray]) -> str:
         digest.update(str(value.dtype).encode() + str(value.shape).encode())
         digest.update(value.tobytes())
     return digest.hexdigest()
-
-
-def write_hdf5_atomically(path: str, items: dict[str, np.ndarray], attrs: dict) -> None:
-    """Write arrays (keys are HDF5 paths) to `path` via a temporary file and an atomic rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=".partial-", suffix=".h5", dir=folder)
-    os.close(fd)
-    try:
-        with h5py.File(temp, "w") as handle:
-            for key, value in items.items():
-                handle.create_dataset(key, data=value)
-            handle.attrs.update(attrs)
-        with open(temp, "rb+") as raw:
-            os.fsync(raw.fileno())
-        os.replace(temp, path)
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
 
 
 def write_snapshot(path: str, snapshot: Snapshot) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from mochapy.atomic import write_hdf5_atomically, write_text_atomically
 from mochapy.backends import get_backend
 from mochapy.coffee import CoffeeLounge, Snapshot, TrainingSummary, ValidationPerformance
 from mochapy.config import RunConfig
@@ -35,7 +36,6 @@ from mochapy.snapshots import (
     prune_snapshots,
     read_snapshot,
     snapshot_path,
-    write_hdf5_atomically,
     write_snapshot,
 )
 from mochapy.solvers import make_solver
@@ -160,9 +160,7 @@ class Trainer:
             )
         config_copy = os.path.join(self.out_dir, "net.yaml")
         if not os.path.exists(config_copy):
-            with open(config_copy + ".partial", "w", encoding="utf-8") as handle:
-                handle.write(self.config.text)
-            os.replace(config_copy + ".partial", config_copy)
+            write_text_atomically(config_copy, self.config.text)
 
     def _build(self) -> int | None:
         cfg = self.config
@@ -293,9 +291,7 @@ class Trainer:
         info["wall_seconds_total"] = round(
             previous.get("wall_seconds_total", 0.0) + wall, 3
         )
-        with open(path + ".partial", "w", encoding="utf-8") as handle:
-            json.dump(info, handle, indent=2)
-        os.replace(path + ".partial", path)
+        write_text_atomically(path, json.dumps(info, indent=2))
         self.log(f"done: {iteration} iterations in {wall:.1f} s; run directory {self.out_dir}")
 
     def _run_reports(self) -> None:

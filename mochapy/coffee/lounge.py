@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mochapy.snapshots import write_hdf5_atomically
+from mochapy.atomic import write_hdf5_atomically
 
 
 class CoffeeLounge:
