@@ -3,6 +3,10 @@
 bottoms [mu, sigma, x], sigma a standard deviation, n the batch size, w the weight:
     loss = 0.5 w/n sum[log 2pi + 2 log sigma + (x - mu)^2 / sigma^2]
     dmu = w/n (mu - x) / sigma^2,  dsigma = w/n (1/sigma - (x - mu)^2 / sigma^3);  none into x.
+
+`beta` > 0 gives the beta-NLL gradients of Seitzer et al. (2022): both gradients are multiplied by
+sigma^(2 beta), held constant. With beta = 1 the mean learns as under squared error, whatever the
+sd, so a large sd cannot stop the mean from fitting bright pixels; the loss value is unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ LOG_2PI = math.log(2 * math.pi)
 @dataclass(frozen=True)
 class GaussianReconLossConfig(LayerConfig):
     weight: float = 1.0
+    beta: float = 0.0
 
     type_name = "GaussianReconLoss"
     has_loss = True
@@ -28,6 +33,10 @@ class GaussianReconLossConfig(LayerConfig):
     is_sink = True
     n_bottoms = 3
     n_tops = 0
+
+    def validate(self) -> None:
+        super().validate()
+        self.require(0.0 <= self.beta <= 1.0, "beta", "must lie in [0, 1]")
 
 
 class GaussianReconLossLayer(Layer):
@@ -60,9 +69,13 @@ class GaussianReconLossLayer(Layer):
     def _backward_cpu(self) -> None:
         mu_blob, sigma_blob, _ = self.bottoms
         r, inv_var, s = self.residual, self.inv_var, self.scale
+        weight = self._beta_weight() if self.config.beta else None
         if mu_blob.diff is not None:
-            np.multiply(r, inv_var, out=mu_blob.flat_diff())
-            mu_blob.flat_diff()[...] *= -s
+            d = mu_blob.flat_diff()
+            np.multiply(r, inv_var, out=d)
+            d *= -s
+            if weight is not None:
+                d *= weight
         if sigma_blob.diff is not None:
             d = sigma_blob.flat_diff()
             np.multiply(r, r, out=d)
@@ -70,6 +83,15 @@ class GaussianReconLossLayer(Layer):
             np.subtract(1.0, d, out=d)
             d /= sigma_blob.flat()
             d *= s
+            if weight is not None:
+                d *= weight
+
+    def _beta_weight(self) -> np.ndarray:
+        """sigma^(2 beta) = inv_var^(-beta), the beta-NLL weight of each pixel's gradients."""
+        if not hasattr(self, "pixel_weight"):
+            self.pixel_weight = self.backend.empty(self.inv_var.shape)
+        np.power(self.inv_var, -self.config.beta, out=self.pixel_weight)
+        return self.pixel_weight
 
     def _forward_gpu(self) -> None:
         mu, sigma, x = (b.flat() for b in self.bottoms)
