@@ -52,6 +52,7 @@ class GaussianReconLossLayer(Layer):
         shape = mu.flat().shape
         self.residual = self.backend.empty(shape)
         self.inv_var = self.backend.empty(shape)
+        self.pixel_weight = self.backend.empty(shape) if self.config.beta else None
         self.scale = self.config.weight / mu.batch_size
         self.loss_value = self.backend.zeros(1)
 
@@ -88,8 +89,6 @@ class GaussianReconLossLayer(Layer):
 
     def _beta_weight(self) -> np.ndarray:
         """sigma^(2 beta) = inv_var^(-beta), the beta-NLL weight of each pixel's gradients."""
-        if not hasattr(self, "pixel_weight"):
-            self.pixel_weight = self.backend.empty(self.inv_var.shape)
         np.power(self.inv_var, -self.config.beta, out=self.pixel_weight)
         return self.pixel_weight
 
