@@ -6,6 +6,7 @@ file, the layer and the field.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from mochapy.data_sources import source_scheme
 from mochapy.errors import ConfigError, TopologyError
 from mochapy.layers import LAYER_TYPES, LayerConfig
 from mochapy.net import topological_order
@@ -20,7 +22,7 @@ from mochapy.solvers import SolverConfig
 
 TOP_LEVEL = (
     "name", "seed", "backend", "dtype", "layers", "solver", "coffee_breaks", "roles", "report",
-    "description", "init_from",
+    "description", "init_from", "extends", "set",
 )
 COFFEE_FIELDS = {
     "training_summary": ("every",),
@@ -206,8 +208,36 @@ def parse_config(raw: Any, path: str, text: str = "") -> RunConfig:
     )
 
 
-def load_config(path: str) -> RunConfig:
-    """Read and validate a YAML net file."""
+def apply_overrides(raw: dict, overrides: dict, where: str) -> dict:
+    """A copy of a YAML mapping with `layer.field`, `solver.field`, `coffee_breaks.name.field`
+    or top-level values replaced: how one net file derives from another (`extends` + `set`)."""
+    net = copy.deepcopy(raw)
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where}: 'set' must map dotted names to values")
+    layers = {
+        layer.get("name"): layer for layer in net.get("layers") or [] if isinstance(layer, dict)
+    }
+    for key, value in overrides.items():
+        head, _, rest = str(key).partition(".")
+        if not rest:
+            net[head] = value
+        elif head in layers:
+            layers[head][rest] = value
+        elif head == "solver":
+            net.setdefault("solver", {})[rest] = value
+        elif head == "coffee_breaks":
+            name, _, field_name = rest.partition(".")
+            breaks = net.setdefault("coffee_breaks", {})
+            if not field_name or not isinstance(breaks.get(name, {}), dict):
+                raise ConfigError(f"{where}: set {key!r}: expected coffee_breaks.NAME.FIELD")
+            breaks.setdefault(name, {})[field_name] = value
+        else:
+            raise ConfigError(f"{where}: set {key!r}: no layer or section named {head!r}")
+    return net
+
+
+def _read_yaml(path: str, chain: tuple[str, ...] = ()) -> dict:
+    """Load a YAML file, resolving `extends: base.yaml` (relative to the file) and `set:`."""
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
@@ -222,4 +252,47 @@ def load_config(path: str) -> RunConfig:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{path}: {problem}{at}") from None
+    if not isinstance(raw, dict) or "extends" not in raw:
+        return raw
+    base = raw.pop("extends")
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'extends' must name another YAML file")
+    base_path = os.path.join(os.path.dirname(os.path.abspath(path)), base)
+    if os.path.abspath(base_path) in chain:
+        raise ConfigError(f"{path}: 'extends' loops back to {base}")
+    merged = _read_yaml(base_path, (*chain, os.path.abspath(path)))
+    if not isinstance(merged, dict):
+        raise ConfigError(f"{base_path}: the file must hold a mapping")
+    overrides = raw.pop("set", {}) or {}
+    merged.update(raw)
+    return apply_overrides(merged, overrides, path)
+
+
+def load_config(path: str) -> RunConfig:
+    """Read and validate a YAML net file (following `extends`)."""
+    raw = _read_yaml(path)
+    if isinstance(raw, dict) and ("extends" in raw or "set" in raw):
+        raise ConfigError(f"{path}: 'set' needs 'extends'")
+    text = ""
+    if isinstance(raw, dict):
+        _absolute_paths(raw, os.path.dirname(os.path.abspath(path)))
+        text = yaml.safe_dump(raw, sort_keys=False)
     return parse_config(raw, path, text)
+
+
+def _absolute_paths(raw: dict, base_dir: str) -> None:
+    """Make file paths absolute, so the copy of the net kept in a run directory still works."""
+
+    def absolute(value: object) -> object:
+        if not isinstance(value, str) or os.path.isabs(value) or source_scheme(value):
+            return value
+        return os.path.join(base_dir, value)
+
+    for layer in raw.get("layers") or []:
+        if isinstance(layer, dict) and "source" in layer:
+            layer["source"] = absolute(layer["source"])
+    validation = (raw.get("coffee_breaks") or {}).get("validation")
+    if isinstance(validation, dict) and "source" in validation:
+        validation["source"] = absolute(validation["source"])
+    if "init_from" in raw:
+        raw["init_from"] = absolute(raw["init_from"])

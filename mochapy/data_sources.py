@@ -31,10 +31,16 @@ def _scheme_resolver(scheme: str) -> Callable[[str], str] | None:
     return _SCHEMES.get(scheme)
 
 
+def source_scheme(source: str) -> str | None:
+    """`builtin` for "builtin:train"; None for a path (a one-letter prefix is a Windows drive)."""
+    scheme, sep, _ = source.partition(":")
+    return scheme if sep and len(scheme) > 1 and "/" not in scheme else None
+
+
 def resolve_source(source: str, where: str, base_dir: str = ".") -> list[str]:
     """Return the HDF5 files a source names; relative paths are taken from `base_dir`."""
-    scheme, sep, _ = source.partition(":")
-    if sep and len(scheme) > 1 and "/" not in scheme:
+    scheme = source_scheme(source)
+    if scheme:
         resolver = _scheme_resolver(scheme)
         if resolver is None:
             raise DataError(f"{where}: unknown data source scheme {scheme!r} in {source!r}")

@@ -50,11 +50,7 @@ def topological_order(
     while pending:
         ready = [c for c in pending if all(b in done for b in c.bottoms)]
         if not ready:
-            stuck = pending[0]
-            blob = next(b for b in stuck.bottoms if b not in done)
-            raise TopologyError(
-                f"cycle: layer {stuck.name!r} waits for blob {blob!r}, which depends on itself"
-            )
+            raise TopologyError(describe_cycle(pending[0], producer, done))
         for cfg in ready:
             ordered.append(cfg)
             done.update(cfg.tops)
@@ -62,7 +58,24 @@ def topological_order(
     return ordered
 
 
-def prune(configs: Sequence[LayerConfig], inputs: set[str], outputs: set[str]) -> list[LayerConfig]:
+def describe_cycle(
+    start: LayerConfig, producer: dict[str, LayerConfig], done: set[str]
+) -> str:
+    """Follow unmet bottoms from a stuck layer until a layer repeats; name that loop's layers
+    and blobs (the stuck layer itself may only sit downstream of the loop)."""
+    path: list[tuple[LayerConfig, str]] = []
+    seen: dict[str, int] = {}
+    layer = start
+    while layer.name not in seen:
+        seen[layer.name] = len(path)
+        blob = next(b for b in layer.bottoms if b not in done)
+        path.append((layer, blob))
+        layer = producer[blob]
+    loop = path[seen[layer.name]:]
+    return "cycle: " + ", ".join(
+        f"layer {cfg.name!r} reads blob {blob!r} from layer {producer[blob].name!r}"
+        for cfg, blob in loop
+    )configs: Sequence[LayerConfig], inputs: set[str], outputs: set[str]) -> list[LayerConfig]:
     """Keep only the layers needed to compute `outputs` from `inputs` (and the sources)."""
     producer = {top: cfg for cfg in configs for top in cfg.tops}
     needed: list[LayerConfig] = []
