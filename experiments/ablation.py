@@ -1,4 +1,4 @@
-"""Ablation of the training recipe: train variants of one YAML net and evaluate each like the poster.
+"""Ablation of the training recipe: train variants of one YAML net, evaluate each as the poster.
 
     python experiments/ablation.py experiments/ablation.yaml --out results/ablation [--jobs 2]
 
@@ -11,7 +11,6 @@ and OUT/ablation.json. Variants run in parallel processes (one BLAS thread each)
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import subprocess
@@ -23,32 +22,14 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def apply_overrides(net: dict, overrides: dict) -> dict:
-    """Return a copy of the YAML mapping with `layer.field`/`solver.field` values replaced."""
-    net = copy.deepcopy(net)
-    layers = {layer["name"]: layer for layer in net["layers"]}
-    for key, value in overrides.items():
-        head, _, rest = key.partition(".")
-        if head in layers:
-            layers[head][rest] = value
-        elif head == "coffee_breaks":
-            name, _, field = rest.partition(".")
-            net["coffee_breaks"][name][field] = value
-        elif head in ("solver",):
-            net[head][rest] = value
-        elif not rest:
-            net[head] = value
-        else:
-            raise SystemExit(f"override {key!r}: no layer or section {head!r}")
-    return net
-
 
 def run_variant(plan_path: str, index: int, out_dir: str) -> dict:
     """Train and evaluate one variant (runs in its own process)."""
     from galaxy_model.builtin import load
+
     from galaxy_model.evaluation import evaluate
     from galaxy_model.model import GalaxyVAE
-    from mochapy.config import parse_config
+    from mochapy.config import apply_overrides, parse_config
     from mochapy.training import Trainer
 
     with open(plan_path, encoding="utf-8") as handle:
@@ -57,7 +38,7 @@ def run_variant(plan_path: str, index: int, out_dir: str) -> dict:
     with open(base_path, encoding="utf-8") as handle:
         base = yaml.safe_load(handle)
     variant = plan["variants"][index]
-    net = apply_overrides(base, {**plan.get("common", {}), **variant.get("set", {})})
+    net = apply_overrides(base, {**plan.get("common", {}), **variant.get("set", {})}, plan_path)
     net["name"] = variant["name"]
     net.pop("report", None)
     run_dir = os.path.join(out_dir, variant["name"])

@@ -27,7 +27,13 @@ def _scheme_resolver(scheme: str) -> Callable[[str], str] | None:
     if scheme not in _SCHEMES:
         for entry in entry_points(group="mochapy.data_sources"):
             if entry.name == scheme:
-                _SCHEMES[scheme] = entry.load()
+                try:
+                    _SCHEMES[scheme] = entry.load()
+                except Exception as exc:
+                    raise DataError(
+                        f"data source scheme {scheme!r} comes from {entry.value}, which does not "
+                        f"load: {type(exc).__name__}: {exc}"
+                    ) from None
     return _SCHEMES.get(scheme)
 
 
