@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from mochapy.blob import Blob
-from mochapy.errors import TopologyError
+from mochapy.errors import ConfigError, TopologyError
 from mochapy.layers import Layer, LayerConfig, NetContext
 from mochapy.params import ParamStore
 
@@ -75,7 +75,10 @@ def describe_cycle(
     return "cycle: " + ", ".join(
         f"layer {cfg.name!r} reads blob {blob!r} from layer {producer[blob].name!r}"
         for cfg, blob in loop
-    )configs: Sequence[LayerConfig], inputs: set[str], outputs: set[str]) -> list[LayerConfig]:
+    )
+
+
+def prune(configs: Sequence[LayerConfig], inputs: set[str], outputs: set[str]) -> list[LayerConfig]:
     """Keep only the layers needed to compute `outputs` from `inputs` (and the sources)."""
     producer = {top: cfg for cfg in configs for top in cfg.tops}
     needed: list[LayerConfig] = []
@@ -148,12 +151,14 @@ class Net:
                 if self.requires_grad[top.name]:
                     top.diff = backend.zeros(top.shape)
             self.layers.append(layer)
+        self._check_no_param_shared_within()
         self.params.allocate()
         self._attach_views()
         self.backward_layers = [
             layer
             for layer in reversed(self.layers)
-            if layer.config.can_do_bp
+            if phase == "train"
+            and layer.config.can_do_bp
             and (layer.params or any(b.diff is not None for b in layer.bottoms))
         ]
         self.loss_layers = [layer for layer in self.layers if layer.config.has_loss]
@@ -180,6 +185,20 @@ class Net:
         view = Blob(name, blob.data)  # its own diff, summed into blob.diff before backward
         self._views.setdefault(name, []).append(view)
         return view
+
+    def _check_no_param_shared_within(self) -> None:
+        """Each layer overwrites its parameters' gradients, so two layers of one net on one key
+        would silently keep only one gradient: sharing by key is for distinct nets only."""
+        owners: dict[str, str] = {}
+        for layer in self.layers:
+            for param in layer.params:
+                if param.key in owners:
+                    raise ConfigError(
+                        f"net {self.name!r}: layers {owners[param.key]!r} and "
+                        f"{layer.config.name!r} both use parameter {param.key!r}; parameters "
+                        "are shared by param_key between nets (train and test), not within one"
+                    )
+                owners[param.key] = layer.config.name
 
     def _attach_views(self) -> None:
         for name, views in self._views.items():
@@ -227,7 +246,8 @@ class Net:
         return self.backend.to_host(self.blobs[name].data).copy()
 
     def first_nonfinite(self) -> str | None:
-        """Name where NaN/Inf first appears: a layer's top or loss, then a parameter gradient."""
+        """Name where NaN/Inf first appears: a layer's top or loss, else the first layer in
+        backward order whose parameter gradient or gradient into a bottom is not finite."""
         finite = self.backend.all_finite
         for layer in self.layers:
             for top in layer.tops:
@@ -239,6 +259,9 @@ class Net:
             for param in layer.params:
                 if not finite(param.grad):
                     return f"layer {layer.config.name!r} (gradient of {param.key!r})"
+            for blob in layer.bottoms:
+                if blob.diff is not None and not finite(blob.diff):
+                    return f"layer {layer.config.name!r} (gradient into blob {blob.name!r})"
         return None
 
     # -- state ------------------------------------------------------------------------------------
