@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
@@ -35,8 +36,9 @@ def run(net_yaml: str, backend: str | None, max_iter: int | None, out_dir: str |
     """Train the net declared in NET_YAML."""
     config = load_config(net_yaml)
     out_dir = out_dir or os.path.join("runs", config.name)
+    progress = not quiet and sys.stderr.isatty()  # no bar lines in logs and pipes
     result = Trainer(config, out_dir, backend=backend, max_iter=max_iter, resume=resume,
-                     progress=not quiet).run()
+                     progress=progress).run()
     click.echo(f"trained {result.iterations} iterations; final loss {result.final_loss:.4f}; "
                f"run directory {result.out_dir}")
 

@@ -190,8 +190,6 @@ def parse_config(raw: Any, path: str, text: str = "") -> RunConfig:
         if not isinstance(init_from, str) or not init_from:
             raise ConfigError(f"{where}: 'init_from' must name a run directory or weights file")
         init_from = os.path.join(base_dir, init_from)
-        if not os.path.exists(init_from):
-            raise ConfigError(f"{where}: init_from {init_from} does not exist")
     return RunConfig(
         name=name,
         path=path,

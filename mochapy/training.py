@@ -7,14 +7,17 @@ statistics.h5 (the lounge), weights.h5 (final float parameters, no solver state)
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
 import os
 import platform
 import signal
+import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -159,10 +162,11 @@ class Trainer:
                 "pass --resume to continue it or choose another --out"
             )
         config_copy = os.path.join(self.out_dir, "net.yaml")
-        if not os.path.exists(config_copy):
+        if not self.resume or not os.path.exists(config_copy):
             write_text_atomically(config_copy, self.config.text)
 
-    def _build(self) -> int | None:
+    def _build(self) -> None:
+        """Set up everything that can fail on bad input before the run directory is touched."""
         cfg = self.config
         self.backend = get_backend(self.backend_name, cfg.dtype)
         self.net = Net(cfg.name, self.backend, cfg.layers, seed=cfg.seed, phase="train")
@@ -173,10 +177,19 @@ class Trainer:
                                                 cfg.coffee.validation.max_batches))
         breaks.append(Snapshot(cfg.coffee.snapshot_every))
         self.breaks = breaks
+        if cfg.coffee.validation:
+            self.validation_net()  # a bad validation source fails now, not hours into the run
+
+    def _restore(self) -> int | None:
+        """Continue from the newest valid snapshot (--resume), else start from init_from."""
         if not self.resume:
             self._init_from()
             return None
-        snap = newest_valid_snapshot(self.snapshot_dir)
+        with warnings.catch_warnings(record=True) as skipped:
+            warnings.simplefilter("always")
+            snap = newest_valid_snapshot(self.snapshot_dir)
+        for warning in skipped:  # damaged snapshots: one line each, in the log too
+            self.log(f"warning: {warning.message}")
         if snap is None:
             self._init_from()
             return None
@@ -191,15 +204,18 @@ class Trainer:
         source = self.config.init_from
         if source is None:
             return
+        if not os.path.exists(source):
+            raise ConfigError(f"{self.config.path}: init_from {source} does not exist")
         params = load_run(source).params if os.path.isdir(source) else read_weights(source)
         self.net.params.load_host_arrays(params, f"init_from {source}")
         self.log(f"parameters initialised from {source}")
 
     def run(self) -> TrainResult:
+        self._build()
         os.makedirs(self.snapshot_dir, exist_ok=True)
         with RunLock(self.out_dir):
             self._prepare_directory()
-            resumed_from = self._build()
+            resumed_from = self._restore()
             if resumed_from is not None:
                 self.log(f"resuming {self.config.name} from iteration {resumed_from}")
             self.log(
@@ -207,11 +223,11 @@ class Trainer:
                 f"{self.backend.kind}, {self.max_iter} iterations -> {self.out_dir}"
             )
             interrupted: list[int] = []
-            previous = signal.signal(signal.SIGTERM, lambda s, f: interrupted.append(s))
-            try:
+            # NaN/Inf is caught and reported as one DivergenceError, without NumPy warnings.
+            with deferred_stop_signals(interrupted), np.errstate(
+                over="ignore", invalid="ignore", divide="ignore"
+            ):
                 wall = self._loop(interrupted)
-            finally:
-                signal.signal(signal.SIGTERM, previous)
             self._finish(wall)
         result = TrainResult(self.out_dir, self.solver.iteration, wall,
                              self.lounge.last("train/loss") or float("nan"), resumed_from)
@@ -224,6 +240,9 @@ class Trainer:
         bar = tqdm(total=self.max_iter, initial=self._start_iter, disable=not self.progress,
                    unit="it", dynamic_ncols=True, desc=self.config.name)
         net, solver = self.net, self.solver
+        # On the GPU a runner does whole steps (as one CUDA graph when it can); the losses are
+        # summed on the device and read, and checked for NaN/Inf, only when a coffee break is due.
+        runner = self.backend.step_runner(net, solver) if self.backend.kind == "gpu" else None
         try:
             budget = self.config.solver.max_seconds
             while solver.iteration < self.max_iter:
@@ -231,20 +250,25 @@ class Trainer:
                     self.log(f"time budget of {budget:.0f} s reached at iteration "
                              f"{solver.iteration}")
                     break
-                net.forward()
-                net.backward()
-                loss = net.loss()
-                iteration = solver.iteration + 1
-                if not math.isfinite(loss) or not net.gradients_finite():
-                    where = net.first_nonfinite() or "the loss"
-                    kept = list_snapshots(self.snapshot_dir)
-                    raise DivergenceError(
-                        f"training diverged at iteration {iteration}: NaN/Inf first in {where}; "
-                        + (f"last good snapshot kept: {kept[0]}" if kept else "no snapshot yet")
-                    )
-                self._loss_sum += loss
-                self._loss_count += 1
-                solver.update()
+                if runner is not None:
+                    iteration = solver.iteration + 1
+                    runner.step()
+                    if iteration == self._start_iter + 2:
+                        self.log(f"GPU training steps: {runner.describe()}")
+                    if interrupted or iteration >= self.max_iter or any(
+                        coffee.due(iteration) for coffee in self.breaks
+                    ):
+                        loss = self._take_device_losses(runner, iteration)
+                else:
+                    net.forward()
+                    net.backward()
+                    loss = net.loss()
+                    iteration = solver.iteration + 1
+                    if not math.isfinite(loss) or not net.gradients_finite():
+                        raise self._divergence(f"at iteration {iteration}")
+                    self._loss_sum += loss
+                    self._loss_count += 1
+                    solver.update()
                 bar.update(1)
                 if iteration % self.config.coffee.summary_every == 0:
                     bar.set_postfix(loss=f"{loss:.4g}")
@@ -253,15 +277,39 @@ class Trainer:
                         coffee.run(self, iteration)
                 if interrupted:
                     path = self.save_snapshot()
-                    raise MochaError(f"stopped by signal at iteration {iteration}; saved {path}")
-        except KeyboardInterrupt:
-            path = self.save_snapshot()
-            raise MochaError(
-                f"interrupted at iteration {solver.iteration}; saved {path} (resume with --resume)"
-            ) from None
+                    raise MochaError(
+                        f"stopped by {signal.Signals(interrupted[0]).name} at iteration "
+                        f"{iteration}; saved {path} (resume with --resume)"
+                    )
+            if runner is not None:  # the time budget may stop the loop between reads
+                self._take_device_losses(runner, solver.iteration)
         finally:
             bar.close()
         return time.perf_counter() - self._t0
+
+    def _take_device_losses(self, runner: Any, iteration: int) -> float | None:
+        """Add the losses the GPU summed since the last read; DivergenceError if any was NaN/Inf
+        or a parameter is. Returns their mean (None when no step ran since the last read)."""
+        total, count = runner.take_losses()
+        if not count:
+            return None
+        if not math.isfinite(total) or not self.backend.all_finite(self.net.params.data):
+            raise self._divergence(
+                f"between iterations {iteration - count + 1} and {iteration} "
+                "(the GPU checks at coffee breaks)"
+            )
+        self._loss_sum += total
+        self._loss_count += count
+        return total / count
+
+    def _divergence(self, when: str) -> DivergenceError:
+        """The error for NaN/Inf found `when`: where it first appears and which snapshot is kept."""
+        where = self.net.first_nonfinite() or "the loss"
+        kept = list_snapshots(self.snapshot_dir)
+        return DivergenceError(
+            f"training diverged {when}: NaN/Inf first in {where}; "
+            + (f"last good snapshot kept: {kept[0]}" if kept else "no snapshot yet")
+        )
 
     def _finish(self, wall: float) -> None:
         iteration = self.solver.iteration
@@ -300,6 +348,24 @@ class Trainer:
             if not hooks:
                 raise ConfigError(f"{self.config.path}: report {name!r} is not installed")
             hooks[0].load()(self.out_dir, progress=self.progress)
+
+
+@contextlib.contextmanager
+def deferred_stop_signals(received: list[int]) -> Iterator[None]:
+    """SIGTERM and Ctrl-C only note the signal: the loop ends the iteration (a solver update is
+    never cut in half) and then snapshots. Only the main thread may install signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {
+        number: signal.signal(number, lambda sig, frame: received.append(sig))
+        for number in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def export_weights(net: Net, path: str) -> None:

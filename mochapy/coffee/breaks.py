@@ -6,6 +6,7 @@ validate; the trainer calls it whenever `iteration % every == 0` and once at the
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,7 @@ class ValidationPerformance(CoffeeBreak):
     def __init__(self, every: int, max_batches: int = 0) -> None:
         super().__init__(every)
         self.max_batches = max_batches
+        self.initial_states: dict[str, dict[str, np.ndarray]] | None = None
 
     def run(self, trainer: Trainer, iteration: int) -> None:
         net = trainer.validation_net()
@@ -61,16 +63,23 @@ class ValidationPerformance(CoffeeBreak):
         n_batches = max(1, data_layer.n_rows // net.batch_size)
         if self.max_batches:
             n_batches = min(n_batches, self.max_batches)
-        data_layer.order.position = 0
+        if self.initial_states is None:
+            self.initial_states = copy.deepcopy(net.layer_states())
+        # The same batches and the same noise every time: values comparable across validations,
+        # and a resumed run (a fresh validation net) validates exactly as an uninterrupted one.
+        net.load_layer_states(self.initial_states)
         totals: dict[str, float] = {}
         for _ in range(n_batches):
             net.forward()
             for name, value in net.loss_by_layer().items():
                 totals[name] = totals.get(name, 0.0) + value
         loss = sum(totals.values()) / n_batches
-        for name, value in totals.items():
-            trainer.lounge.record(f"validation/{name}", iteration, value / n_batches)
         previous_best = trainer.lounge.best("validation/loss")
+        if len(totals) > 1:
+            # Per-layer series beside the total; a layer named "loss" would be the total's name.
+            for name, value in totals.items():
+                if name != "loss":
+                    trainer.lounge.record(f"validation/{name}", iteration, value / n_batches)
         trainer.lounge.record("validation/loss", iteration, loss)
         policy = trainer.solver.config.lr_policy
         if policy.type == "decay_on_validation" and previous_best is not None and (

@@ -110,7 +110,10 @@ class LayerConfig:
         if missing:
             raise ConfigError(f"{label}: missing required field {missing[0]!r}")
         config = cls(**values)
-        config.validate()
+        try:
+            config.validate()
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         return config
 
 

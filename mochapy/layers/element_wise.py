@@ -41,7 +41,7 @@ class ElementWiseLayer(Layer):
     def _backward_gpu(self) -> None:
         a, b = self.bottoms
         self.backend.kernels.elementwise_backward(
-            self.config.operation, a.data, b.data, self.y.diff, a.diff, b.diff
+            self.config.operation, a.data, b.data, self.y.data, self.y.diff, a.diff, b.diff
         )
 
     def _forward_with(self, xp: Any) -> None:

@@ -55,16 +55,16 @@ class GaussianKLLossLayer(Layer):
             d *= self.scale
 
     def _forward_gpu(self) -> None:
-        mu, sigma = (b.flat() for b in self.bottoms)
-        self.backend.kernels.gaussian_kl_forward(mu, sigma, self.scale, self.loss_value)
-
-    def _backward_gpu(self) -> None:
+        # One kernel computes the loss and, in training, both gradients (backward has no work).
         mu, sigma = self.bottoms
-        self.backend.kernels.gaussian_kl_backward(
-            mu.flat(), sigma.flat(), self.scale,
+        self.backend.kernels.gaussian_kl_loss(
+            mu.flat(), sigma.flat(), self.scale, self.loss_value,
             None if mu.diff is None else mu.flat_diff(),
             None if sigma.diff is None else sigma.flat_diff(),
         )
+
+    def _backward_gpu(self) -> None:
+        """The forward kernel already wrote the gradients."""
 
 
 GaussianKLLossConfig.layer_class = GaussianKLLossLayer

@@ -93,18 +93,16 @@ class GaussianReconLossLayer(Layer):
         return self.pixel_weight
 
     def _forward_gpu(self) -> None:
-        mu, sigma, x = (b.flat() for b in self.bottoms)
-        self.backend.kernels.gaussian_recon_forward(
-            mu, sigma, x, self.residual, self.inv_var, self.scale, self.loss_value
+        # One kernel computes the loss and, in training, both gradients (backward has no work).
+        mu, sigma, x = self.bottoms
+        self.backend.kernels.gaussian_recon_loss(
+            mu.flat(), sigma.flat(), x.flat(), self.scale, self.config.beta, self.loss_value,
+            None if mu.diff is None else mu.flat_diff(),
+            None if sigma.diff is None else sigma.flat_diff(),
         )
 
     def _backward_gpu(self) -> None:
-        mu_blob, sigma_blob, _ = self.bottoms
-        self.backend.kernels.gaussian_recon_backward(
-            self.residual, self.inv_var, sigma_blob.flat(), self.scale,
-            None if mu_blob.diff is None else mu_blob.flat_diff(),
-            None if sigma_blob.diff is None else sigma_blob.flat_diff(),
-        )
+        """The forward kernel already wrote the gradients."""
 
 
 GaussianReconLossConfig.layer_class = GaussianReconLossLayer

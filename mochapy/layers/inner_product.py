@@ -71,20 +71,20 @@ class InnerProductLayer(Layer):
             np.matmul(self.dpre, self.weight.data.T, out=x.flat_diff())
 
     def _forward_gpu(self) -> None:
-        xp = self.backend.xp
-        xp.matmul(self.bottoms[0].flat(), self.weight.data, out=self.pre)
+        self.backend.gemm(self.bottoms[0].flat(), self.weight.data, self.pre)
         self.backend.kernels.bias_neuron_forward(
             self.config.neuron, self.pre, self.bias.data, self.y.data
         )
 
     def _backward_gpu(self) -> None:
-        xp = self.backend.xp
-        x = self.bottoms[0]
-        self.config.neuron.backward(self.backend, self.pre, self.y.data, self.y.diff, self.dpre)
-        xp.matmul(x.flat().T, self.dpre, out=self.weight.grad)
-        self.backend.kernels.column_sum(self.dpre, self.bias.grad)
+        backend, x = self.backend, self.bottoms[0]
+        # The neuron's gradient and the bias gradient (its column sums) in one kernel.
+        backend.kernels.neuron_backward_column_sum(
+            self.config.neuron, self.pre, self.y.data, self.y.diff, self.dpre, self.bias.grad
+        )
+        backend.gemm(x.flat(), self.dpre, self.weight.grad, trans_a=True)
         if x.diff is not None:
-            xp.matmul(self.dpre, self.weight.data.T, out=x.flat_diff())
+            backend.gemm(self.dpre, self.weight.data, x.flat_diff(), trans_b=True)
 
 
 InnerProductConfig.layer_class = InnerProductLayer

@@ -37,20 +37,27 @@ class RandomNormalLayer(Layer):
         self.rng = self.ctx.rng(self.config.name)
         self.counter = 0  # Philox counter: draws so far, so a replayed graph never repeats them
         self.seed = int(self.rng.integers(2**63))
+        # On the GPU {seed, counter} live on the device, which advances the counter itself.
+        self.device_state = (
+            self.backend.kernels.random_state(self.seed) if self.backend.kind == "gpu" else None
+        )
 
     def _forward_cpu(self) -> None:
         self.rng.standard_normal(out=self.eps.data, dtype=self.eps.data.dtype)
 
     def _forward_gpu(self) -> None:
-        self.backend.kernels.philox_normal(self.eps.data, self.seed, self.counter)
-        self.counter += 1
+        self.backend.kernels.philox_normal(self.eps.data, self.device_state)
 
     def state_dict(self) -> dict[str, np.ndarray]:
+        if self.device_state is not None:
+            self.counter = self.backend.kernels.read_counter(self.device_state)
         return {"rng": rng_state(self.rng), "counter": np.array(self.counter)}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         set_rng_state(self.rng, state["rng"])
         self.counter = int(state["counter"])
+        if self.device_state is not None:
+            self.backend.kernels.write_counter(self.device_state, self.counter)
 
 
 RandomNormalConfig.layer_class = RandomNormalLayer

@@ -48,16 +48,16 @@ class SquareLossLayer(Layer):
             np.multiply(self.residual, -self.scale, out=label.flat_diff())
 
     def _forward_gpu(self) -> None:
-        self.backend.kernels.square_loss_forward(
-            self.bottoms[0].flat(), self.bottoms[1].flat(), self.residual, self.scale,
-            self.loss_value,
+        # One kernel computes the loss and, in training, both gradients (backward has no work).
+        pred, label = self.bottoms
+        self.backend.kernels.square_loss(
+            pred.flat(), label.flat(), self.scale, self.loss_value,
+            None if pred.diff is None else pred.flat_diff(),
+            None if label.diff is None else label.flat_diff(),
         )
 
     def _backward_gpu(self) -> None:
-        pred, label = self.bottoms
-        for blob, sign in ((pred, 1.0), (label, -1.0)):
-            if blob.diff is not None:
-                self.backend.xp.multiply(self.residual, sign * self.scale, out=blob.flat_diff())
+        """The forward kernel already wrote the gradients."""
 
 
 SquareLossConfig.layer_class = SquareLossLayer

@@ -16,12 +16,13 @@ class Adam(Solver):
     state_names = ("m", "v")
 
     def step(self, lr: float) -> None:
+        if self.backend.kind == "gpu":
+            # One kernel; it computes lr_t from a step count kept on the device (graph replays).
+            self.backend.kernels.solver_update(self, "adam")
+            return
         cfg = self.config
         t = self.iteration
         lr_t = lr * math.sqrt(1 - cfg.beta2**t) / (1 - cfg.beta1**t)
-        if self.backend.kind == "gpu":
-            self.backend.kernels.adam_update(self, lr_t)
-            return
         g, m, v = self.net.params.grad, self.state["m"], self.state["v"]
         work = self._work
         m *= cfg.beta1

@@ -104,7 +104,7 @@ class Solver:
     def regularize(self) -> None:
         """grad += regu_coef * coefficient * (w for L2, sign(w) for L1), per parameter."""
         coef = self.config.regu_coef
-        if coef == 0:
+        if coef == 0 or self.backend.kind == "gpu":  # the GPU's update kernel adds the penalty
             return
         xp = self.backend.xp
         for _, _, param in self.segments:
@@ -130,7 +130,8 @@ class Solver:
             cons = param.spec.constraint
             if cons.type != "L2" or self.iteration % cons.every_n_iter:
                 continue
-            w = param.data.reshape(-1, param.shape[-1]) if param.data.ndim > 1 else param.data[None]
+            # Each output unit's weight column; a bias is one vector, as in Mocha's L2Cons.
+            w = param.data.reshape(-1, param.shape[-1] if param.data.ndim > 1 else 1)
             norms = xp.sqrt((w * w).sum(axis=0))
             w *= xp.minimum(1.0, cons.threshold / xp.maximum(norms, 1e-30))
 

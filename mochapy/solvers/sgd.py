@@ -13,7 +13,7 @@ class SGD(Solver):
 
     def step(self, lr: float) -> None:
         if self.backend.kind == "gpu":
-            self.backend.kernels.momentum_update(self, lr, self.momentum(), nesterov=False)
+            self.backend.kernels.solver_update(self, "sgd")
             return
         v = self.state["velocity"]
         v *= self.momentum()
@@ -35,10 +35,10 @@ class Nesterov(SGD):
     """v' = mu v - lr g;  w += -mu v + (1 + mu) v'."""
 
     def step(self, lr: float) -> None:
-        mu = self.momentum()
         if self.backend.kind == "gpu":
-            self.backend.kernels.momentum_update(self, lr, mu, nesterov=True)
+            self.backend.kernels.solver_update(self, "nesterov")
             return
+        mu = self.momentum()
         v = self.state["velocity"]
         w = self.net.params.data
         w -= mu * v

@@ -1,0 +1,150 @@
+"""YAML nets: every mistake is one ConfigError line naming the file, the layer and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mochapy.config import load_config
+from mochapy.errors import ConfigError, MochaError, TopologyError
+from mochapy.neurons import ReLU
+
+GOOD = {
+    "name": "net",
+    "layers": [
+        {"type": "HDF5Data", "name": "data", "source": "train.h5", "batch_size": 4,
+         "tops": ["x", "y"]},
+        {"type": "InnerProduct", "name": "hidden", "bottoms": ["x"], "tops": ["h"],
+         "output_dim": 3, "neuron": {"type": "ReLU", "epsilon": 0.01}},
+        {"type": "InnerProduct", "name": "out", "bottoms": ["h"], "tops": ["pred"],
+         "output_dim": 1},
+        {"type": "SquareLoss", "name": "loss", "bottoms": ["pred", "y"]},
+    ],
+    "solver": {"method": "sgd", "base_lr": 0.1, "max_iter": 10,
+               "lr_policy": {"type": "step", "gamma": 0.5, "stepsize": 5}},
+    "coffee_breaks": {"snapshot": {"every": 5, "keep": 2},
+                      "validation": {"every": 5, "source": "test.h5"}},
+}
+
+
+def write(tmp_path: Path, raw: object, name: str = "net.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def edited(layer: str | None = None, **changes) -> dict:
+    """GOOD with top-level changes, or field changes in one layer (None value: delete)."""
+    raw = yaml.safe_load(yaml.safe_dump(GOOD))
+    target = next(e for e in raw["layers"] if e["name"] == layer) if layer else raw
+    for key, value in changes.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
+    return raw
+
+
+def test_a_good_file_parses(tmp_path: Path) -> None:
+    config = load_config(str(write(tmp_path, GOOD)))
+    assert [c.name for c in config.layers] == ["data", "hidden", "out", "loss"]
+    assert config.layers[1].neuron == ReLU(0.01) and config.layers[1].output_dim == 3
+    assert config.layers[0].tops == ("x", "y")
+    assert config.solver.method == "sgd" and config.solver.lr_policy.stepsize == 5
+    assert config.coffee.keep_snapshots == 2 and config.coffee.validation.data_layer == "data"
+
+
+@pytest.mark.parametrize("example", ["tiny.yaml", "galaxy_vae.yaml"])
+def test_the_examples_parse(example, engine) -> None:
+    config = load_config(str(engine.examples / example))
+    assert config.layers and config.solver.max_iter > 0
+
+
+CASES = [
+    # (raw, exception, fragments the one line must contain)
+    (edited(layers=GOOD["layers"] + [{"type": "Convolution", "name": "conv"}]), ConfigError,
+     ["layers[4]", "unknown layer type 'Convolution'"]),
+    (edited("hidden", outputdim=3), ConfigError,
+     ["'hidden'", "unknown field 'outputdim'", "output_dim"]),
+    (edited("hidden", output_dim="many"), ConfigError,
+     ["'hidden'", "'output_dim'", "must be an integer"]),
+    (edited("hidden", output_dim=2.5), ConfigError, ["'hidden'", "'output_dim'", "integer"]),
+    (edited("hidden", output_dim=True), ConfigError, ["'hidden'", "'output_dim'", "integer"]),
+    (edited("data", shuffle="yes"), ConfigError, ["'data'", "'shuffle'", "true or false"]),
+    (edited("data", batch_size=None), ConfigError, ["'data'", "'batch_size'", "positive"]),
+    (edited("data", source=None), ConfigError, ["'data'", "'source'"]),
+    (edited("hidden", output_dim=None), ConfigError, ["'hidden'", "'output_dim'", "positive"]),
+    (edited("hidden", neuron="Softplus"), ConfigError, ["'hidden'", "unknown neuron 'Softplus'"]),
+    (edited("hidden", weight_init={"type": "Zeros"}), ConfigError,
+     ["'hidden'", "'weight_init'", "unknown type 'Zeros'"]),
+    (edited("hidden", weight_regu={"type": "L2", "coef": 1}), ConfigError,
+     ["'hidden'", "'weight_regu'", "unknown field 'coef'"]),
+    (edited("hidden", weight_cons={"type": "L2", "threshold": "big"}), ConfigError,
+     ["'hidden'", "threshold", "expected a number"]),
+    (edited("loss", bottoms=["pred"]), ConfigError, ["'loss'", "exactly 2 bottoms"]),
+    (edited("hidden", name=None), ConfigError, ["non-empty string 'name'"]),
+    (edited("data", base_dir="/elsewhere"), ConfigError, ["'base_dir'"]),
+    (edited(solver={"method": "rmsprop"}), ConfigError, ["solver.method", "'rmsprop'"]),
+    (edited(solver={"base_lr": 0.1, "learning_rate": 1}), ConfigError,
+     ["solver", "unknown field 'learning_rate'"]),
+    (edited(solver={"base_lr": "fast"}), ConfigError, ["solver.base_lr", "'fast'"]),
+    (edited(solver={"base_lr": -1}), ConfigError, ["solver", "base_lr must be > 0"]),
+    (edited(solver={"max_iter": 2.5}), ConfigError, ["solver.max_iter"]),
+    (edited(solver={"beta1": 1.0}), ConfigError, ["solver", "beta1"]),
+    (edited(solver={"lr_policy": {"type": "cosine"}}), ConfigError,
+     ["solver.lr_policy", "'cosine'"]),
+    (edited(solver=[1, 2]), ConfigError, ["'solver' must be a mapping"]),
+    (edited(optimizer={}), ConfigError, ["unknown top-level field 'optimizer'"]),
+    (edited(dtype="float16"), ConfigError, ["'dtype'", "float16"]),
+    (edited(backend="tpu"), ConfigError, ["'backend'", "tpu"]),
+    (edited(seed=-1), ConfigError, ["seed"]),
+    (edited(roles={"input": "nosuchblob"}), ConfigError, ["roles.input", "'nosuchblob'"]),
+    (edited(coffee_breaks={"tea": {"every": 1}}), ConfigError, ["unknown break 'tea'"]),
+    (edited(coffee_breaks={"snapshot": {"every": 0}}), ConfigError, ["snapshot.every"]),
+    (edited(coffee_breaks={"validation": {"every": 2, "source": "t.h5", "data_layer": "hidden"}}),
+     ConfigError, ["validation.data_layer", "'hidden'"]),
+    (edited(layers=[]), ConfigError, ["'layers' must be a non-empty list"]),
+    ([1, 2, 3], ConfigError, ["must hold a mapping"]),
+    (edited("out", bottoms=["missing"]), TopologyError, ["'out'", "'missing'"]),
+    (edited("out", tops=["h"]), TopologyError, ["'hidden'", "'out'", "'h'"]),
+]
+
+
+@pytest.mark.parametrize(("raw", "exception", "fragments"), CASES,
+                         ids=[f"{i}-{c[2][-1][:24]}" for i, c in enumerate(CASES)])
+def test_mistakes_are_one_line_naming_file_layer_and_field(
+    raw, exception, fragments, tmp_path: Path
+) -> None:
+    path = write(tmp_path, raw)
+    with pytest.raises(exception) as info:
+        load_config(str(path))
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(str(path)), message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [("layers: [\n  {type: HDF5Data, name: data\n", "line 3"),
+     ("name: x\nlayers:\n  - type: Split\n   name: s\n", "line 4"),
+     ("name: 'unterminated\n", "end of stream at line 2")],
+)
+def test_yaml_syntax_errors_name_the_line(text, where, tmp_path: Path) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    message = str(info.value)
+    assert message.startswith(str(path)) and where in message and "\n" not in message
+
+
+def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(str(tmp_path / "absent.yaml"))
+
+
+def test_every_config_error_is_a_mocha_error() -> None:
+    assert issubclass(ConfigError, MochaError) and issubclass(TopologyError, MochaError)
