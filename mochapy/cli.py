@@ -11,7 +11,7 @@ from mochapy.backends import get_backend
 from mochapy.cli_errors import one_line_errors
 from mochapy.config import load_config
 from mochapy.net import Net
-from mochapy.training import Trainer
+from mochapy.training import train
 
 
 @click.group()
@@ -37,8 +37,8 @@ def run(net_yaml: str, backend: str | None, max_iter: int | None, out_dir: str |
     config = load_config(net_yaml)
     out_dir = out_dir or os.path.join("runs", config.name)
     progress = not quiet and sys.stderr.isatty()  # no bar lines in logs and pipes
-    result = Trainer(config, out_dir, backend=backend, max_iter=max_iter, resume=resume,
-                     progress=progress).run()
+    result = train(config, out_dir, backend=backend, max_iter=max_iter, resume=resume,
+                   progress=progress)
     click.echo(f"trained {result.iterations} iterations; final loss {result.final_loss:.4f}; "
                f"run directory {result.out_dir}")
 

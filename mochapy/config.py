@@ -22,8 +22,9 @@ from mochapy.solvers import SolverConfig
 
 TOP_LEVEL = (
     "name", "seed", "backend", "dtype", "layers", "solver", "coffee_breaks", "roles", "report",
-    "description", "init_from", "extends", "set",
+    "description", "init_from", "extends", "set", "stages",
 )
+STAGE_FIELDS = ("name", "set", "train_only")
 COFFEE_FIELDS = {
     "training_summary": ("every",),
     "snapshot": ("every", "keep"),
@@ -64,6 +65,8 @@ class RunConfig:
     roles: dict[str, str] = field(default_factory=dict)
     report: list[str] = field(default_factory=list)
     init_from: str | None = None  # a run directory or weights/snapshot .h5 to start from
+    stages: list[Stage] = field(default_factory=list)  # empty: one plain run
+
 
     def validation_layers(self) -> list[LayerConfig]:
         """The train layers with the data layer reading the validation source, unshuffled."""
@@ -77,6 +80,14 @@ class RunConfig:
             ) if cfg.name == val.data_layer else cfg
             for cfg in self.layers
         ]
+
+
+@dataclass
+class Stage:
+    """One stage of a staged run: the whole net, trained with its own overrides in turn."""
+
+    name: str
+    config: RunConfig
 
 
 def _int(value: Any, where: str, minimum: int = 0) -> int:
@@ -120,6 +131,8 @@ def parse_coffee(spec: Any, where: str, layers: list[LayerConfig]) -> CoffeeConf
                 f"{where}: coffee_breaks: unknown break {key!r}; known: {', '.join(COFFEE_FIELDS)}"
             )
         label = f"{where}: coffee_breaks.{key}"
+        if body is None:
+            continue  # dropped (e.g. by a stage's `set: {coffee_breaks.validation: null}`)
         if not isinstance(body, dict):
             raise ConfigError(f"{label}: expected a mapping")
         unknown = set(body) - set(COFFEE_FIELDS[key])
@@ -148,10 +161,15 @@ def parse_coffee(spec: Any, where: str, layers: list[LayerConfig]) -> CoffeeConf
 
 
 def parse_config(raw: Any, path: str, text: str = "") -> RunConfig:
-    """Validate a loaded YAML mapping into a RunConfig (layers sorted, topology checked)."""
+    """Validate a loaded YAML mapping into a RunConfig (layers sorted, topology checked).
+
+    With `stages`, the result is the last stage's config holding every stage in `.stages`.
+    """
     where = path
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: the file must hold a mapping with 'layers' and 'solver'")
+    if raw.get("stages") is not None:
+        return _parse_stages(raw, path)
     unknown = set(raw) - set(TOP_LEVEL)
     if unknown:
         raise ConfigError(
@@ -206,6 +224,54 @@ def parse_config(raw: Any, path: str, text: str = "") -> RunConfig:
     )
 
 
+def _parse_stages(raw: dict, path: str) -> RunConfig:
+    """Each stage is the net with its `set` overrides; `train_only` freezes every other layer."""
+    entries = raw["stages"]
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: 'stages' must be a non-empty list")
+    base = {k: v for k, v in raw.items() if k != "stages"}
+    layer_names = [layer.get("name") for layer in base.get("layers") or []
+                   if isinstance(layer, dict)]
+    stages, names = [], set()
+    for index, entry in enumerate(entries):
+        where = f"{path}: stages[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ConfigError(f"{where}: expected a mapping with a 'name'")
+        unknown = set(entry) - set(STAGE_FIELDS)
+        if unknown:
+            raise ConfigError(f"{where}: unknown field {sorted(unknown)[0]!r}; "
+                              f"known: {', '.join(STAGE_FIELDS)}")
+        name = entry["name"]
+        if name in names or not name or "/" in name:
+            raise ConfigError(f"{where}: stage names must be unique, non-empty, without '/'")
+        names.add(name)
+        overrides = dict(entry.get("set") or {})
+        train_only = entry.get("train_only")
+        if train_only is not None:
+            if not isinstance(train_only, list) or not all(n in layer_names for n in train_only):
+                raise ConfigError(f"{where}: train_only must list layer names of the net")
+            frozen = _frozen_lr_overrides(base, set(train_only))
+            overrides = {**frozen, **overrides}
+        stage_raw = apply_overrides(base, overrides, where)
+        config = parse_config(stage_raw, path, yaml.safe_dump(stage_raw, sort_keys=False))
+        stages.append(Stage(name, config))
+    final = dataclasses.replace(stages[-1].config, stages=stages)
+    return final
+
+
+def _frozen_lr_overrides(raw: dict, trainable: set[str]) -> dict:
+    """`layer.weight_lr: 0` and `layer.bias_lr: 0` for every layer with parameters not listed."""
+    overrides = {}
+    for layer in raw.get("layers") or []:
+        cls = LAYER_TYPES.get(layer.get("type")) if isinstance(layer, dict) else None
+        if cls is None or not cls.has_param or layer.get("name") in trainable:
+            continue
+        for f in dataclasses.fields(cls):
+            if f.name.endswith("_lr"):
+                overrides[f"{layer['name']}.{f.name}"] = 0.0
+    return overrides
+
+
 def apply_overrides(raw: dict, overrides: dict, where: str) -> dict:
     """A copy of a YAML mapping with `layer.field`, `solver.field`, `coffee_breaks.name.field`
     or top-level values replaced: how one net file derives from another (`extends` + `set`)."""
@@ -226,9 +292,12 @@ def apply_overrides(raw: dict, overrides: dict, where: str) -> dict:
         elif head == "coffee_breaks":
             name, _, field_name = rest.partition(".")
             breaks = net.setdefault("coffee_breaks", {})
-            if not field_name or not isinstance(breaks.get(name, {}), dict):
+            if not field_name:
+                breaks[name] = value  # a whole break: a mapping, or null to drop it
+            elif isinstance(breaks.get(name) or {}, dict):
+                breaks[name] = {**(breaks.get(name) or {}), field_name: value}
+            else:
                 raise ConfigError(f"{where}: set {key!r}: expected coffee_breaks.NAME.FIELD")
-            breaks.setdefault(name, {})[field_name] = value
         else:
             raise ConfigError(f"{where}: set {key!r}: no layer or section named {head!r}")
     return net
@@ -261,6 +330,7 @@ def _read_yaml(path: str, chain: tuple[str, ...] = ()) -> dict:
     merged = _read_yaml(base_path, (*chain, os.path.abspath(path)))
     if not isinstance(merged, dict):
         raise ConfigError(f"{base_path}: the file must hold a mapping")
+    _absolute_paths(merged, os.path.dirname(os.path.abspath(base_path)))
     overrides = raw.pop("set", {}) or {}
     merged.update(raw)
     return apply_overrides(merged, overrides, path)

@@ -8,11 +8,13 @@ statistics.h5 (the lounge), weights.h5 (final float parameters, no solver state)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import math
 import os
 import platform
+import shutil
 import signal
 import threading
 import time
@@ -330,6 +332,7 @@ class Trainer:
             "final_train_loss": self.lounge.last("train/loss"),
             "final_validation_loss": self.lounge.last("validation/loss"),
             "machine": machine_description(),
+            "finished": True,
         }
         path = os.path.join(self.out_dir, "training.json")
         previous = {}
@@ -343,11 +346,95 @@ class Trainer:
         self.log(f"done: {iteration} iterations in {wall:.1f} s; run directory {self.out_dir}")
 
     def _run_reports(self) -> None:
-        for name in self.config.report:
-            hooks = [e for e in entry_points(group="mochapy.reports") if e.name == name]
-            if not hooks:
-                raise ConfigError(f"{self.config.path}: report {name!r} is not installed")
-            hooks[0].load()(self.out_dir, progress=self.progress)
+        run_reports(self.config, self.out_dir, self.progress)
+
+
+def run_reports(config: RunConfig, out_dir: str, progress: bool) -> None:
+    """Call the report hooks the YAML names (entry points of group `mochapy.reports`)."""
+    for name in config.report:
+        hooks = [e for e in entry_points(group="mochapy.reports") if e.name == name]
+        if not hooks:
+            raise ConfigError(f"{config.path}: report {name!r} is not installed")
+        hooks[0].load()(out_dir, progress=progress)
+
+
+def stage_finished(stage_dir: str) -> bool:
+    """True when a stage's training ended normally (max_iter or its time budget reached)."""
+    path = os.path.join(stage_dir, "training.json")
+    if not os.path.exists(path):
+        return False
+    with open(path, encoding="utf-8") as handle:
+        return bool(json.load(handle).get("finished"))
+
+
+def train(config: RunConfig, out_dir: str, **options: Any) -> TrainResult:
+    """Train a config: one run, or each stage in turn, each starting from the previous one.
+
+    A staged run keeps every stage in OUT/stage<k>-<name>/ (a complete run directory) and puts
+    the final net.yaml, weights.h5, merged statistics.h5 and training.json in OUT itself, so OUT
+    loads like any run. --resume skips finished stages and resumes the unfinished one.
+    """
+    if not config.stages:
+        return Trainer(config, out_dir, **options).run()
+    os.makedirs(out_dir, exist_ok=True)
+    resume = options.get("resume", False)
+    if not resume and os.path.exists(os.path.join(out_dir, "training.json")):
+        raise MochaError(f"{out_dir} already holds a run; pass --resume to continue it "
+                         "or choose another --out")
+    previous = config.stages[0].config.init_from
+    stage_dirs = []
+    with RunLock(out_dir):
+        for index, stage in enumerate(config.stages):
+            stage_dir = os.path.join(out_dir, f"stage{index + 1}-{stage.name}")
+            stage_dirs.append(stage_dir)
+            if resume and stage_finished(stage_dir):
+                previous = stage_dir
+                continue
+            stage_config = dataclasses.replace(stage.config, init_from=previous, report=[])
+            Trainer(stage_config, stage_dir, **options).run()
+            previous = stage_dir
+        _merge_stages(config, out_dir, stage_dirs)
+    run_reports(config, out_dir, options.get("progress", True))
+    info = _read_json(os.path.join(out_dir, "training.json"))
+    final_loss = info["stages"][-1].get("final_train_loss")
+    return TrainResult(out_dir, info["iterations"], info["wall_seconds_total"],
+                       float("nan") if final_loss is None else final_loss, None)
+
+
+def _read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _merge_stages(config: RunConfig, out_dir: str, stage_dirs: list[str]) -> None:
+    """The final stage's net and weights, every stage's statistics and timings, in OUT."""
+    write_text_atomically(os.path.join(out_dir, "net.yaml"), config.text)
+    last = stage_dirs[-1]
+    shutil.copyfile(os.path.join(last, "weights.h5"), os.path.join(out_dir, "weights.h5.partial"))
+    os.replace(os.path.join(out_dir, "weights.h5.partial"), os.path.join(out_dir, "weights.h5"))
+    merged, stages, offset = {}, [], 0
+    for stage, stage_dir in zip(config.stages, stage_dirs, strict=True):
+        info = _read_json(os.path.join(stage_dir, "training.json"))
+        stages.append({"stage": stage.name, **info})
+        lounge = CoffeeLounge.load(os.path.join(stage_dir, "statistics.h5"))
+        for key, rows in lounge.as_arrays().items():
+            shifted = rows.copy()
+            shifted[:, 0] += offset
+            merged[f"{stage.name}/{key}"] = shifted
+        offset += info["iterations"]
+    write_hdf5_atomically(os.path.join(out_dir, "statistics.h5"), merged,
+                          {"columns": "iteration,value"})
+    summary = {
+        "name": config.name,
+        "iterations": offset,
+        "wall_seconds_total": round(sum(s["wall_seconds_total"] for s in stages), 3),
+        "backend": stages[-1]["backend"],
+        "n_params": stages[-1]["n_params"],
+        "machine": stages[-1]["machine"],
+        "stages": stages,
+        "finished": all(s.get("finished") for s in stages),
+    }
+    write_text_atomically(os.path.join(out_dir, "training.json"), json.dumps(summary, indent=2))
 
 
 @contextlib.contextmanager

@@ -20,7 +20,6 @@ from mochapy.backends.gpu_launch import gemm_shape
 from mochapy.backends.gpu_step import StepRunner
 from mochapy.errors import BackendError
 
-
 _STREAMS: dict[int, Any] = {}
 
 

@@ -56,7 +56,7 @@ class CublasEngine:
     def __init__(self, backend: Any) -> None:
         lib = _load_cublas(backend.xp)
         if not hasattr(lib, "cublasSetWorkspace_v2"):
-            raise EngineUnavailable("this libcublas has no cublasSetWorkspace (CUDA < 11.?)")
+            raise EngineUnavailable("this libcublas is too old: it has no cublasSetWorkspace")
         self.handle = ctypes.c_void_p()
         self._check(lib.cublasCreate_v2(ctypes.byref(self.handle)), "cublasCreate")
         weakref.finalize(self, lib.cublasDestroy_v2, self.handle)

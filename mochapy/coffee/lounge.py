@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 
 from mochapy.atomic import write_hdf5_atomically
@@ -32,6 +33,19 @@ class CoffeeLounge:
             k: [(float(i), float(v)) for i, v in np.asarray(a).reshape(-1, 2)]
             for k, a in arrays.items()
         }
+
+    @classmethod
+    def load(cls, path: str) -> CoffeeLounge:
+        """Read a statistics.h5 written by `save`."""
+        with h5py.File(path, "r") as handle:
+            arrays = {}
+            handle.visititems(
+                lambda name, node: arrays.__setitem__(name, node[()])
+                if isinstance(node, h5py.Dataset) else None
+            )
+        lounge = cls()
+        lounge.load_arrays(arrays)
+        return lounge
 
     def save(self, path: str) -> None:
         """statistics.h5: one (K, 2) float64 dataset [iteration, value] per statistic name."""
