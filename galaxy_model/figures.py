@@ -1,7 +1,7 @@
 """The poster's figures, drawn from arrays and written as PNG (matplotlib's Agg canvas).
 
-Images are (K, C, H, W) with C = 1 (shown grey) or C = 3 (shown as RGB, the last band red: bands
-are stored bluest first, g, r, i). Brightness goes through an asinh stretch, which shows a
+Images are (K, C, H, W) with C = 1 (shown grey) or C = 3 (shown as RGB: bands are stored red
+first, as the R, G, B planes of a JPEG and the synthetic set's i, r, g). Brightness goes through an asinh stretch, which shows a
 galaxy's faint outskirts and its bright core in one image: black at the sky level (the median of
 the image border), full scale at the 99.8th percentile. Nothing here needs the net: the caller
 passes the arrays the trained model produced.
@@ -80,7 +80,7 @@ def to_display(images: np.ndarray, sky: np.ndarray, scale: float) -> np.ndarray:
     stretched = np.clip(np.arcsinh(ASINH_SOFTENING * t) / np.arcsinh(ASINH_SOFTENING), 0.0, 1.0)
     if stretched.shape[-3] == 1:
         return stretched[..., 0, :, :]
-    return np.moveaxis(stretched[..., ::-1, :, :], -3, -1)
+    return np.moveaxis(stretched, -3, -1)
 
 
 def _show(ax, display_image: np.ndarray, **kwargs):

@@ -29,8 +29,9 @@ four times the canvas' area for this); the ~1 % that still do not fit get the la
 canvas holds.
 
 `ivar` propagates the noise model through the stretch (to first order), the resampling and the
-normalisation; saturated pixels get ivar 0 and mask 1. With bands=3 (g, r, i) bulges, bars and
-ellipticals are red, discs bluer, arms and clumps bluest.
+normalisation; saturated pixels get ivar 0 and mask 1. With bands=3 (stored i, r, g: red first, as
+the R, G, B planes of a JPEG) bulges, bars and ellipticals are red, discs bluer, arms and clumps
+bluest.
 
 Everything runs on whole batches (float32 arrays of images). Randomness comes from PCG64 streams:
 chunk i of seed S uses SeedSequence(S, spawn_key=(i,)) only, so any chunk can be rendered alone or
@@ -132,7 +133,8 @@ class _Canvas:
         self.zoom = np.asarray(zoom, dtype=np.float64)
         self.count = len(self.zoom)
         self.bands = bands
-        self.band_index = [_REFERENCE_BAND] if bands == 1 else [0, 1, 2]
+        # Three bands are stored red first (i, r, g), like the R, G, B planes of a colour JPEG.
+        self.band_index = [_REFERENCE_BAND] if bands == 1 else [2, 1, 0]
         field = _CENTRE + (np.arange(CANVAS) - _CENTRE) / self.zoom[:, None]
         self.rows = field.astype(np.float32)[:, :, None]
         self.cols = field.astype(np.float32)[:, None, :]
@@ -807,7 +809,7 @@ def synthesize(n: int, seed: int = 0, bands: int = 1, size: int = stamps.STAMP_S
             "normalisation": stamps.NORMALISATION_DESCRIPTION,
             "size": size,
             "bands": bands,
-            "band_names": ",".join(BAND_NAMES) if bands == 3 else BAND_NAMES[_REFERENCE_BAND],
+            "band_names": ",".join(BAND_NAMES[::-1]) if bands == 3 else BAND_NAMES[_REFERENCE_BAND],
             "stamp_side_in_r50": stamps.STAMP_SIDE_IN_R50,
             "created_by": "galaxy_model.synth.synthesize",
         },

@@ -105,7 +105,7 @@ def parse_layers(entries: Any, where: str, base_dir: str) -> list[LayerConfig]:
         if not isinstance(entry, dict):
             raise ConfigError(f"{label}: expected a mapping with 'type' and 'name'")
         kind = entry.get("type")
-        if kind not in LAYER_TYPES:
+        if not isinstance(kind, str) or kind not in LAYER_TYPES:
             raise ConfigError(
                 f"{label}: unknown layer type {kind!r}; known: {', '.join(sorted(LAYER_TYPES))}"
             )

@@ -219,9 +219,9 @@ class Net:
         for layer in self.backward_layers:
             for top in layer.tops:
                 views = self._views.get(top.name)
-                if views:
-                    top.diff[...] = views[0].diff
-                    for view in views[1:]:
+                if views:  # every blob with views has at least two consumers
+                    self.backend.xp.add(views[0].diff, views[1].diff, out=top.diff)
+                    for view in views[2:]:
                         top.diff += view.diff
             layer.backward()
 

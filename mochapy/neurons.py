@@ -143,7 +143,7 @@ def make_neuron(spec: Any, where: str) -> Neuron:
         raise ConfigError(f"{where}: neuron must be a name or a mapping with 'type', got {spec!r}")
     fields = dict(spec)
     name = fields.pop("type")
-    if name not in NEURONS:
+    if not isinstance(name, str) or name not in NEURONS:
         raise ConfigError(f"{where}: unknown neuron {name!r}; known: {', '.join(NEURONS)}")
     cls = NEURONS[name]
     allowed = {"epsilon"} if cls is ReLU else set()

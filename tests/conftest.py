@@ -141,8 +141,8 @@ class LayerHarness:
 
 
 def vae_layer_entries(pixels: int = 25, hidden: int = 16, batch_size: int = 10) -> list[dict]:
-    """The layers of examples/galaxy_vae.yaml, shrunk, with MemoryData feeding `data`."""
-    raw = yaml.safe_load((EXAMPLES / "galaxy_vae.yaml").read_text())
+    """The layers of examples/galaxy_vae_poster.yaml, shrunk, with MemoryData feeding `data`."""
+    raw = yaml.safe_load((EXAMPLES / "galaxy_vae_poster.yaml").read_text())
     sizes = {128: hidden, 4761: pixels}
     entries = []
     for entry in copy.deepcopy(raw["layers"]):

@@ -80,9 +80,9 @@ def test_a_single_gaussian_misfits_the_galaxies_as_it_misfits_real_ones() -> Non
 def test_three_bands_have_varied_colours() -> None:
     colour = synth.synthesize(30, seed=5, bands=3)
     assert colour.data.shape == (30, 3, 69, 69) and colour.offset.shape == (30, 3)
-    assert colour.attrs["band_names"] == "g,r,i"
+    assert colour.attrs["band_names"] == "i,r,g"  # red first, like a JPEG's R, G, B
     centre = colour.denormalise(slice(None))[:, :, 30:39, 30:39].sum(axis=(2, 3))
-    log_g_over_i = np.log(centre[:, 0] / centre[:, 2])
+    log_g_over_i = np.log(centre[:, 2] / centre[:, 0])
     assert log_g_over_i.std() > 0.03  # red bulges and blue discs mix differently per galaxy
     assert np.median(log_g_over_i) < 0  # bulges, bars and discs send more light in i than g
 

@@ -56,7 +56,9 @@ def test_a_good_file_parses(tmp_path: Path) -> None:
     assert config.coffee.keep_snapshots == 2 and config.coffee.validation.data_layer == "data"
 
 
-@pytest.mark.parametrize("example", ["tiny.yaml", "galaxy_vae.yaml"])
+@pytest.mark.parametrize(
+    "example", ["tiny.yaml", "galaxy_vae_poster.yaml", "galaxy_vae.yaml", "galaxy_vae_full.yaml"]
+)
 def test_the_examples_parse(example, engine) -> None:
     config = load_config(str(engine.examples / example))
     assert config.layers and config.solver.max_iter > 0

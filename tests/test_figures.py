@@ -106,9 +106,9 @@ def test_display_stretch():
     assert sky.shape == (3,) and scale > 0
     rgb = figures.to_display(images, sky, scale)
     assert rgb.shape == (2, SIZE, SIZE, 3) and rgb.min() >= 0 and rgb.max() <= 1
-    only_last_band = np.zeros_like(images)
-    only_last_band[:, 2] = images[:, 2]
-    shown = figures.to_display(only_last_band, np.zeros(3), scale)
-    assert shown[..., 0].max() > 0.5 and shown[..., 2].max() == 0  # reddest band shown red
+    only_first_band = np.zeros_like(images)
+    only_first_band[:, 0] = images[:, 0]
+    shown = figures.to_display(only_first_band, np.zeros(3), scale)
+    assert shown[..., 0].max() > 0.5 and shown[..., 2].max() == 0  # band 0 (reddest) shown red
     grey = figures.to_display(images[:, :1], sky[:1], scale)
     assert grey.shape == (2, SIZE, SIZE)

@@ -43,7 +43,7 @@ class SolverConfig:
         values: dict[str, Any] = {}
         for key, raw in spec.items():
             if key == "method":
-                if raw not in SOLVERS:
+                if not isinstance(raw, str) or raw not in SOLVERS:
                     raise ConfigError(
                         f"{where}.method: unknown solver {raw!r}; known: {', '.join(SOLVERS)}"
                     )
