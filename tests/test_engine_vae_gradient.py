@@ -31,16 +31,22 @@ def numpy_negative_elbo(net: Net, images: np.ndarray, eps: np.ndarray) -> float:
     def dense(name: str, h: np.ndarray) -> np.ndarray:
         return h @ p[f"{name}.weight"] + p[f"{name}.bias"]
 
+    floors = {  # the example's sd floors, e.g. sigma = 0.001 + exp(.), by the blob they make
+        layer.config.tops[0]: layer.config
+        for layer in net.layers if layer.config.type_name == "Power"
+    }
+
+    def sd(name: str, pre: np.ndarray) -> np.ndarray:
+        cfg = floors.get(name)
+        value = np.exp(pre)
+        return value if cfg is None else (cfg.scale * value + cfg.shift) ** cfg.power
+
     x = images.reshape(len(images), -1)
     h = np.maximum(dense("enc2", np.maximum(dense("enc1", x), 0)), 0)
-    z_mu, z_sigma = dense("z_mu", h), np.exp(dense("z_sigma", h))
+    z_mu, z_sigma = dense("z_mu", h), sd("z_sigma", dense("z_sigma", h))
     z = z_mu + z_sigma * eps
     g = np.maximum(dense("dec2", np.maximum(dense("dec1", z), 0)), 0)
-    x_mu, x_sigma = dense("x_mu", g), np.exp(dense("x_sigma", g))
-    for layer in net.layers:  # the example's sd floor, e.g. sigma = 0.001 + exp(.)
-        if layer.config.type_name == "Power":
-            cfg = layer.config
-            x_sigma = (cfg.scale * x_sigma + cfg.shift) ** cfg.power
+    x_mu, x_sigma = dense("x_mu", g), sd("x_sigma", dense("x_sigma", g))
     n = len(x)
     recon = -norm.logpdf(x, loc=x_mu, scale=x_sigma).sum() / n
     kl = (-np.log(z_sigma) + 0.5 * (z_mu**2 + z_sigma**2) - 0.5).sum() / n
