@@ -30,7 +30,7 @@ def run_variant(plan_path: str, index: int, out_dir: str) -> dict:
     from galaxy_model.evaluation import evaluate
     from galaxy_model.model import GalaxyVAE
     from mochapy.config import apply_overrides, parse_config
-    from mochapy.training import Trainer
+    from mochapy.training import train
 
     with open(plan_path, encoding="utf-8") as handle:
         plan = yaml.safe_load(handle)
@@ -40,14 +40,15 @@ def run_variant(plan_path: str, index: int, out_dir: str) -> dict:
     variant = plan["variants"][index]
     net = apply_overrides(base, {**plan.get("common", {}), **variant.get("set", {})}, plan_path)
     net["name"] = variant["name"]
-    net.pop("report", None)
+    net["report"] = []
+    if "stages" in variant:
+        net["stages"] = variant["stages"]
     run_dir = os.path.join(out_dir, variant["name"])
     os.makedirs(run_dir, exist_ok=True)
     text = yaml.safe_dump(net, sort_keys=False)
     config = parse_config(net, base_path, text)
     start = time.time()
-    Trainer(config, run_dir, backend="cpu", progress=False, resume=True,
-            echo=lambda line: None).run()
+    train(config, run_dir, backend="cpu", progress=False, resume=True, echo=lambda line: None)
     model = GalaxyVAE.load(run_dir)
     row = {"name": variant["name"], "description": variant.get("description", ""),
            "overrides": variant.get("set", {}), "wall_seconds": round(time.time() - start, 1)}

@@ -9,16 +9,15 @@ namespace mocha {
 
 enum NeuronCode { kIdentity = 0, kReLU = 1, kExponential = 2, kSigmoid = 3, kTanh = 4 };
 
-// exp overflows float32 at inputs >= 88.73; mochapy.neurons.EXP_INPUT_CAP is the same number.
-constexpr double kExpInputCap = 88.0;
-
+// Exponential's parameter is its input cap (mochapy.neurons.Exponential.cap, at most 88: exp
+// overflows float32 at inputs >= 88.73).
 template <typename T>
 __device__ __forceinline__ T neuron_value(int code, T parameter, T x) {
     switch (code) {
         case kReLU:
             return x < parameter ? parameter : x;
         case kExponential:
-            return exp_(x > (T)kExpInputCap ? (T)kExpInputCap : x);
+            return exp_(x > parameter ? parameter : x);
         case kSigmoid:
             // 1 / (1 + exp(-x)) as 0.5 (1 + tanh(x / 2)): never overflows.
             return (T)0.5 * ((T)1 + tanh_((T)0.5 * x));
@@ -36,7 +35,7 @@ __device__ __forceinline__ T neuron_slope(int code, T parameter, T x, T y) {
         case kReLU:
             return x > parameter ? (T)1 : (T)0;
         case kExponential:
-            return x > (T)kExpInputCap ? (T)0 : y;
+            return x > parameter ? (T)0 : y;
         case kSigmoid:
             return y * ((T)1 - y);
         case kTanh:

@@ -86,18 +86,27 @@ class ReLU(Neuron):
 
 @dataclass(frozen=True)
 class Exponential(Neuron):
-    """y = exp(min(x, 88)): the sd heads' positivity, guarded so float32 never overflows."""
+    """y = exp(min(x, cap)): the sd heads' positivity, guarded so float32 never overflows.
 
+    The default cap, 88, only prevents overflow; a smaller cap bounds the sd itself (e.g. 2.3 keeps
+    an encoder sd below 10 prior sds, so one unusual input cannot throw z, and the loss, to 1e38).
+    """
+
+    cap: float = EXP_INPUT_CAP
     code: ClassVar[int] = 2
 
+    @property
+    def parameter(self) -> float:
+        return self.cap
+
     def _forward_cpu(self, x: np.ndarray, y: np.ndarray) -> None:
-        np.minimum(x, EXP_INPUT_CAP, out=y)
+        np.minimum(x, self.cap, out=y)
         np.exp(y, out=y)
 
     def _backward_cpu(self, x: np.ndarray, y: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> None:
         # d/dx exp(min(x, cap)) = y below the cap and 0 above it.
         np.multiply(dy, y, out=dx)
-        dx[x > EXP_INPUT_CAP] = 0
+        dx[x > self.cap] = 0
 
 
 @dataclass(frozen=True)
@@ -146,11 +155,14 @@ def make_neuron(spec: Any, where: str) -> Neuron:
     if not isinstance(name, str) or name not in NEURONS:
         raise ConfigError(f"{where}: unknown neuron {name!r}; known: {', '.join(NEURONS)}")
     cls = NEURONS[name]
-    allowed = {"epsilon"} if cls is ReLU else set()
+    allowed = {ReLU: {"epsilon"}, Exponential: {"cap"}}.get(cls, set())
     unknown = set(fields) - allowed
     if unknown:
-        raise ConfigError(f"{where}: neuron {name} has no field {sorted(unknown)[0]!r}")
+        raise ConfigError(f"{where}: neuron {name} has no field {sorted(unknown, key=str)[0]!r}")
     try:
-        return cls(**{k: float(v) for k, v in fields.items()})
+        neuron = cls(**{k: float(v) for k, v in fields.items()})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: bad neuron field: {exc}") from None
+    if isinstance(neuron, Exponential) and not neuron.cap <= EXP_INPUT_CAP:
+        raise ConfigError(f"{where}: Exponential cap must be at most {EXP_INPUT_CAP:g}")
+    return neuron

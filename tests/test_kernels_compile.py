@@ -90,7 +90,7 @@ def test_python_constants_match_the_kernels():
     assert _cpp_constant("gemm.cu", "kGemmThreads") == gpu_launch.GEMM_THREADS
     assert _cpp_constant("bias.cu", "kColumnTile") == gpu_launch.COLUMN_TILE
     assert _cpp_constant("bias.cu", "kRowSlices") == gpu_launch.ROW_SLICES
-    assert _cpp_constant("neuron_math.cuh", "kExpInputCap") == neurons.EXP_INPUT_CAP
+    assert neurons.Exponential().parameter == neurons.EXP_INPUT_CAP  # the kernels take the cap
     assert _cpp_enum("elementwise.cu", "ElementWiseOp") == [
         f"k{op}" for op in gpu_launch.ELEMENTWISE_OPS
     ]
