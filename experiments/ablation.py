@@ -26,7 +26,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def run_variant(plan_path: str, index: int, out_dir: str) -> dict:
     """Train and evaluate one variant (runs in its own process)."""
     from galaxy_model.builtin import load
-
     from galaxy_model.evaluation import evaluate
     from galaxy_model.model import GalaxyVAE
     from mochapy.config import apply_overrides, parse_config

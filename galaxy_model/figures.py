@@ -1,16 +1,15 @@
 """The poster's figures, drawn from arrays and written as PNG (matplotlib's Agg canvas).
 
 Images are (K, C, H, W) with C = 1 (shown grey) or C = 3 (shown as RGB: bands are stored red
-first, as the R, G, B planes of a JPEG and the synthetic set's i, r, g). Brightness goes through an asinh stretch, which shows a
-galaxy's faint outskirts and its bright core in one image: black at the sky level (the median of
-the image border), full scale at the 99.8th percentile. Nothing here needs the net: the caller
-passes the arrays the trained model produced.
+first, as the R, G, B planes of a JPEG and the synthetic set's i, r, g). Brightness goes through
+an asinh stretch, which shows a galaxy's faint outskirts and its bright core in one image: black
+at the sky level (the median of the image border), full scale at the 99.8th percentile. Nothing
+here needs the net: the caller passes the arrays the trained model produced.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.manifold import TSNE
 
+from mochapy.atomic import write_atomically
 from mochapy.errors import DataError
 
 ASINH_SOFTENING = 10.0  # asinh(Q t) / asinh(Q): larger Q lifts faint structure more
@@ -99,25 +99,11 @@ def _band_mean(images: np.ndarray) -> np.ndarray:
 
 
 def _save(figure: Figure, out_png: str | os.PathLike) -> Path:
-    """Render with Agg and write the PNG atomically (temporary file, fsync, rename).
-
-    The temporary file is opened with mode 0o666 so the umask, not mkstemp's 0o600, decides the
-    final file's permissions.
-    """
+    """Render with Agg and write the PNG atomically (temporary file, fsync, rename)."""
     path = Path(out_png)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            figure.savefig(handle, format="png", dpi=DPI, facecolor=figure.get_facecolor())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_atomically(str(path), lambda temporary: figure.savefig(
+        temporary, format="png", dpi=DPI, facecolor=figure.get_facecolor()))
     return path
 
 

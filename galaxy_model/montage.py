@@ -8,12 +8,11 @@ visible. Drawn with matplotlib's Agg canvas directly (no pyplot, no global backe
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 
 import numpy as np
 
 from galaxy_model.dataset import GalaxyDataset
+from mochapy.atomic import write_atomically
 
 ASINH_SOFTENING = 0.05  # in units of the normalised galaxy brightness (99.9th percentile = 1)
 GAP_PX = 2
@@ -59,15 +58,4 @@ def montage(
         axes.set_title(f"{label}\n{len(chosen)} of {len(ds)}", fontsize=9)
         axes.set_axis_off()
     figure.tight_layout()
-    directory = os.path.dirname(os.path.abspath(out_png))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".montage.", suffix=".png", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, out_png)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    write_atomically(out_png, lambda temporary: figure.savefig(temporary, format="png"))

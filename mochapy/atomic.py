@@ -19,7 +19,8 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def _atomically(path: str, write: Callable[[str], None]) -> None:
+def write_atomically(path: str, write: Callable[[str], None]) -> None:
+    """Call `write(temporary_path)`, then fsync and rename it to `path` (never half-written)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=".partial-", suffix=os.path.splitext(path)[1], dir=folder)
@@ -46,7 +47,7 @@ def write_text_atomically(path: str, text: str) -> None:
         with open(temp, "w", encoding="utf-8") as handle:
             handle.write(text)
 
-    _atomically(path, write)
+    write_atomically(path, write)
 
 
 def write_hdf5_atomically(path: str, items: dict[str, np.ndarray], attrs: dict) -> None:
@@ -58,4 +59,4 @@ def write_hdf5_atomically(path: str, items: dict[str, np.ndarray], attrs: dict) 
                 handle.create_dataset(key, data=value)
             handle.attrs.update(attrs)
 
-    _atomically(path, write)
+    write_atomically(path, write)

@@ -82,6 +82,13 @@ class RunConfig:
         ]
 
 
+def _layer_entries(raw: dict) -> list[dict]:
+    """The layer mappings of a raw YAML net (none when `layers` is malformed: parse_layers
+    reports that), for the passes that run before validation: overrides, stages, paths."""
+    entries = raw.get("layers")
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
 @dataclass
 class Stage:
     """One stage of a staged run: the whole net, trained with its own overrides in turn."""
@@ -137,7 +144,7 @@ def parse_coffee(spec: Any, where: str, layers: list[LayerConfig]) -> CoffeeConf
             raise ConfigError(f"{label}: expected a mapping")
         unknown = set(body) - set(COFFEE_FIELDS[key])
         if unknown:
-            raise ConfigError(f"{label}: unknown field {sorted(unknown)[0]!r}")
+            raise ConfigError(f"{label}: unknown field {sorted(unknown, key=str)[0]!r}")
         every = _int(body.get("every"), f"{label}.every", 1)
         if key == "training_summary":
             values["summary_every"] = every
@@ -173,7 +180,7 @@ def parse_config(raw: Any, path: str, text: str = "") -> RunConfig:
     unknown = set(raw) - set(TOP_LEVEL)
     if unknown:
         raise ConfigError(
-            f"{where}: unknown top-level field {sorted(unknown)[0]!r}; "
+            f"{where}: unknown top-level field {sorted(unknown, key=str)[0]!r}; "
             f"known: {', '.join(TOP_LEVEL)}"
         )
     base_dir = os.path.dirname(os.path.abspath(path))
@@ -230,8 +237,7 @@ def _parse_stages(raw: dict, path: str) -> RunConfig:
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{path}: 'stages' must be a non-empty list")
     base = {k: v for k, v in raw.items() if k != "stages"}
-    layer_names = [layer.get("name") for layer in base.get("layers") or []
-                   if isinstance(layer, dict)]
+    layer_names = [layer.get("name") for layer in _layer_entries(base)]
     stages, names = [], set()
     for index, entry in enumerate(entries):
         where = f"{path}: stages[{index}]"
@@ -239,13 +245,15 @@ def _parse_stages(raw: dict, path: str) -> RunConfig:
             raise ConfigError(f"{where}: expected a mapping with a 'name'")
         unknown = set(entry) - set(STAGE_FIELDS)
         if unknown:
-            raise ConfigError(f"{where}: unknown field {sorted(unknown)[0]!r}; "
+            raise ConfigError(f"{where}: unknown field {sorted(unknown, key=str)[0]!r}; "
                               f"known: {', '.join(STAGE_FIELDS)}")
         name = entry["name"]
         if name in names or not name or "/" in name:
             raise ConfigError(f"{where}: stage names must be unique, non-empty, without '/'")
         names.add(name)
-        overrides = dict(entry.get("set") or {})
+        overrides = entry.get("set") or {}
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"{where}: 'set' must map dotted names to values")
         train_only = entry.get("train_only")
         if train_only is not None:
             if not isinstance(train_only, list) or not all(n in layer_names for n in train_only):
@@ -262,8 +270,9 @@ def _parse_stages(raw: dict, path: str) -> RunConfig:
 def _frozen_lr_overrides(raw: dict, trainable: set[str]) -> dict:
     """`layer.weight_lr: 0` and `layer.bias_lr: 0` for every layer with parameters not listed."""
     overrides = {}
-    for layer in raw.get("layers") or []:
-        cls = LAYER_TYPES.get(layer.get("type")) if isinstance(layer, dict) else None
+    for layer in _layer_entries(raw):
+        kind = layer.get("type")
+        cls = LAYER_TYPES.get(kind) if isinstance(kind, str) else None
         if cls is None or not cls.has_param or layer.get("name") in trainable:
             continue
         for f in dataclasses.fields(cls):
@@ -278,20 +287,21 @@ def apply_overrides(raw: dict, overrides: dict, where: str) -> dict:
     net = copy.deepcopy(raw)
     if not isinstance(overrides, dict):
         raise ConfigError(f"{where}: 'set' must map dotted names to values")
-    layers = {
-        layer.get("name"): layer for layer in net.get("layers") or [] if isinstance(layer, dict)
-    }
+    layers = {layer["name"]: layer for layer in _layer_entries(net)
+              if isinstance(layer.get("name"), str)}
     for key, value in overrides.items():
         head, _, rest = str(key).partition(".")
         if not rest:
             net[head] = value
         elif head in layers:
             layers[head][rest] = value
+        elif head in ("solver", "coffee_breaks") and not isinstance(net.get(head) or {}, dict):
+            raise ConfigError(f"{where}: set {key!r}: {head!r} is not a mapping")
         elif head == "solver":
-            net.setdefault("solver", {})[rest] = value
+            net["solver"] = {**(net.get("solver") or {}), rest: value}
         elif head == "coffee_breaks":
             name, _, field_name = rest.partition(".")
-            breaks = net.setdefault("coffee_breaks", {})
+            breaks = net["coffee_breaks"] = dict(net.get("coffee_breaks") or {})
             if not field_name:
                 breaks[name] = value  # a whole break: a mapping, or null to drop it
             elif isinstance(breaks.get(name) or {}, dict):
@@ -356,10 +366,11 @@ def _absolute_paths(raw: dict, base_dir: str) -> None:
             return value
         return os.path.join(base_dir, value)
 
-    for layer in raw.get("layers") or []:
-        if isinstance(layer, dict) and "source" in layer:
+    for layer in _layer_entries(raw):
+        if "source" in layer:
             layer["source"] = absolute(layer["source"])
-    validation = (raw.get("coffee_breaks") or {}).get("validation")
+    breaks = raw.get("coffee_breaks")
+    validation = breaks.get("validation") if isinstance(breaks, dict) else None
     if isinstance(validation, dict) and "source" in validation:
         validation["source"] = absolute(validation["source"])
     if "init_from" in raw:

@@ -6,6 +6,7 @@ update is a handful of whole-buffer operations on the CPU and one kernel launch 
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,7 +98,8 @@ def parse_component(cls: type, spec: Any, where: str) -> Any:
     names = {f for f in cls.__dataclass_fields__}
     unknown = set(spec) - names
     if unknown:
-        raise ConfigError(f"{where}: unknown field {sorted(unknown)[0]!r}; known: {sorted(names)}")
+        first = sorted(unknown, key=str)[0]
+        raise ConfigError(f"{where}: unknown field {first!r}; known: {sorted(names)}")
     kind = spec.get("type", cls().type)
     if kind not in cls.TYPES:
         raise ConfigError(f"{where}: unknown type {kind!r}; known: {', '.join(cls.TYPES)}")
@@ -106,8 +108,10 @@ def parse_component(cls: type, spec: Any, where: str) -> Any:
         if key == "type":
             continue
         expected = type(getattr(cls(), key))
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+            value
+        ):
+            raise ConfigError(f"{where}.{key}: expected a finite number, got {value!r}")
         values[key] = expected(value)
         if expected is int and value != int(value):
             raise ConfigError(f"{where}.{key}: expected an integer, got {value!r}")

@@ -1,6 +1,6 @@
-"""The whole galaxy VAE (examples/galaxy_vae_poster.yaml shrunk to 5x5 images and 16 hidden units, fed by
-MemoryData, float64): its loss is the negative ELBO computed independently, and the gradient of
-that loss w.r.t. every parameter matches central finite differences with the noise held fixed."""
+"""The whole galaxy VAE (examples/galaxy_vae_poster.yaml shrunk to 5x5 images and 16 hidden units,
+fed by MemoryData, float64): its loss is the negative ELBO computed independently, and the gradient
+of that loss w.r.t. every parameter matches central finite differences with the noise held fixed."""
 
 from __future__ import annotations
 

@@ -141,7 +141,9 @@ def convert_field(raw: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be true or false, got {raw!r}")
         return raw
     if hint is int:
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw != int(raw):
+        if isinstance(raw, bool) or not isinstance(raw, int) and not (
+            isinstance(raw, float) and raw.is_integer()
+        ):
             raise ConfigError(f"{where} must be an integer, got {raw!r}")
         return int(raw)
     if hint is float:

@@ -7,6 +7,7 @@ parameter's regularizer) is added to the gradient here, as in Mocha.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -59,8 +60,8 @@ class SolverConfig:
                     except ValueError:
                         pass
                 kind = cls.NUMBERS[key]
-                if isinstance(raw, bool) or not isinstance(raw, (int, float)) or (
-                    kind is int and raw != int(raw)
+                if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not (
+                    math.isfinite(raw) and (kind is float or raw == int(raw))
                 ):
                     raise ConfigError(f"{where}.{key}: expected a number, got {raw!r}")
                 values[key] = kind(raw)

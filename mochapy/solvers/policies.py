@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,8 +85,8 @@ def _parse(cls: type, spec: Any, where: str) -> Any:
             continue
         if key not in allowed:
             raise ConfigError(f"{where}: unknown field {key!r}; known: type, {', '.join(allowed)}")
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-            raise ConfigError(f"{where}.{key}: expected a number, got {raw!r}")
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+            raise ConfigError(f"{where}.{key}: expected a finite number, got {raw!r}")
         values[key] = NUMBER_FIELDS[key](raw)
     if values.get("stepsize", 1) <= 0:
         raise ConfigError(f"{where}.stepsize: must be a positive integer")
