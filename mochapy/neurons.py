@@ -88,8 +88,8 @@ class ReLU(Neuron):
 class Exponential(Neuron):
     """y = exp(min(x, cap)): the sd heads' positivity, guarded so float32 never overflows.
 
-    The default cap, 88, only prevents overflow; a smaller cap bounds the sd itself (e.g. 2.3 keeps
-    an encoder sd below 10 prior sds, so one unusual input cannot throw z, and the loss, to 1e38).
+    The default cap, 88, only prevents overflow; a smaller cap bounds the sd itself (e.g. 0 keeps
+    an encoder sd at most the prior's, so one unusual input cannot throw z, and the loss, to 1e38).
     """
 
     cap: float = EXP_INPUT_CAP
