@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,15 +17,17 @@ if TYPE_CHECKING:
     from mochapy.training import Trainer
 
 
-class CoffeeBreak:
+class CoffeeBreak(ABC):
+    """Something done every `every` iterations; subclasses say what in `run`."""
+
     def __init__(self, every: int) -> None:
         self.every = every
 
     def due(self, iteration: int) -> bool:
         return iteration % self.every == 0
 
-    def run(self, trainer: Trainer, iteration: int) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def run(self, trainer: Trainer, iteration: int) -> None: ...
 
 
 class TrainingSummary(CoffeeBreak):
@@ -88,4 +91,3 @@ class ValidationPerformance(CoffeeBreak):
             policy.decays += 1
         trainer.log(f"iter {iteration:>8d}  validation loss {loss:12.4f} "
                     f"({n_batches * net.batch_size} images)")
-        self.last_value = np.float64(loss)

@@ -8,6 +8,7 @@ parameter's regularizer) is added to the gradient here, as in Mocha.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -78,7 +79,7 @@ class SolverConfig:
         return config
 
 
-class Solver:
+class Solver(ABC):
     """Base solver: regularize, compute the lr, apply the method's update, enforce constraints."""
 
     state_names: ClassVar[tuple[str, ...]] = ()
@@ -143,8 +144,9 @@ class Solver:
         self.step(self.learning_rate())
         self.constrain()
 
+    @abstractmethod
     def step(self, lr: float) -> None:
-        raise NotImplementedError(f"{type(self).__name__} must define step()")
+        """Apply the method's update with learning rate `lr` (gradients already regularized)."""
 
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {name: self.backend.to_host(value).copy() for name, value in self.state.items()}
