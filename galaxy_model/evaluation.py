@@ -48,6 +48,28 @@ def estimate_elbo(
     return metrics.elbo_per_image(recon / samples, kl)
 
 
+def wins_by_baseline_misfit(
+    mse_baseline: np.ndarray, mse_win: np.ndarray, likelihood_win: np.ndarray, groups: int = 4
+) -> list[dict]:
+    """Win fractions per quartile of the Gaussian fit's MSE: where the VAE wins and loses.
+
+    The first quartile holds the galaxies a Gaussian already fits best (near-Gaussian shapes, or
+    faint ones whose residual is mostly noise); the last, those it misfits most.
+    """
+    order = np.argsort(mse_baseline, kind="stable")
+    rows = []
+    for index, part in enumerate(np.array_split(order, groups)):
+        rows.append({
+            "quartile": index + 1,
+            "n_images": int(len(part)),
+            "baseline_mse_range": [float(mse_baseline[part].min()),
+                                   float(mse_baseline[part].max())],
+            "mse_win_fraction": float(np.mean(mse_win[part])),
+            "likelihood_win_fraction": float(np.mean(likelihood_win[part])),
+        })
+    return rows
+
+
 def evaluate(
     model: GalaxyVAE,
     dataset: GalaxyDataset,
@@ -60,9 +82,8 @@ def evaluate(
     z_mu, z_sd = model.encode(x)
     recon = model.decode(z_mu)
     baseline = fit_gaussian2d(x).model.reshape(x.shape)
-    flat = (len(x), -1)
-    mse_model = ((recon.mean - x) ** 2).reshape(flat).mean(axis=1)
-    mse_baseline = ((baseline - x) ** 2).reshape(flat).mean(axis=1)
+    mse_model = metrics.per_image_mse(x, recon.mean)
+    mse_baseline = metrics.per_image_mse(x, baseline)
     mse_win = metrics.mse_win(x, recon.mean, baseline)
     likelihood_win = metrics.likelihood_win(x, recon.mean, recon.sd, baseline)
     elbo = estimate_elbo(model, x, z_mu, z_sd, elbo_samples, seed)
@@ -75,5 +96,6 @@ def evaluate(
         mse_baseline=mse_baseline,
     )
     summary["data"] = label
+    summary["by_baseline_misfit"] = wins_by_baseline_misfit(mse_baseline, mse_win, likelihood_win)
     return Evaluation(summary, recon.mean, recon.sd, baseline, mse_model, mse_baseline,
                       mse_win, likelihood_win, elbo, z_mu, z_sd)

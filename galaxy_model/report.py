@@ -146,6 +146,18 @@ def write_report(run_dir: str, progress: bool = True) -> dict:
         "The poster's numbers come from its own data set and training; ours are measured on the "
         "built-in data named in each row, so they are comparable in method, not in data.",
         "",
+        "Where this run wins and loses on the held-out galaxies, by quartile of the Gaussian "
+        "fit's MSE (quartile 1: the galaxies a Gaussian fits best):",
+        "",
+        "| quartile | Gaussian-fit MSE | MSE wins | likelihood wins |",
+        "|---|---|---|---|",
+        *(
+            f"| {row['quartile']} | {row['baseline_mse_range'][0]:.2g} to "
+            f"{row['baseline_mse_range'][1]:.2g} | {100 * row['mse_win_fraction']:.1f}% | "
+            f"{100 * row['likelihood_win_fraction']:.1f}% |"
+            for row in results["builtin:heldout"]["by_baseline_misfit"]
+        ),
+        "",
         "## Figures",
         "",
     ]
