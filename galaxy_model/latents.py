@@ -9,8 +9,8 @@ import numpy as np
 
 from galaxy_model.dataset import GalaxyDataset
 from galaxy_model.model import GalaxyVAE
-from mochapy.errors import DataError
 from mochapy.atomic import write_hdf5_atomically
+from mochapy.errors import DataError
 
 
 @dataclass

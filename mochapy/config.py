@@ -237,7 +237,8 @@ def _parse_stages(raw: dict, path: str) -> RunConfig:
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{path}: 'stages' must be a non-empty list")
     base = {k: v for k, v in raw.items() if k != "stages"}
-    layer_names = [layer.get("name") for layer in _layer_entries(base)]
+    layer_names = [layer["name"] for layer in _layer_entries(base)
+                   if isinstance(layer.get("name"), str)]
     stages, names = [], set()
     for index, entry in enumerate(entries):
         where = f"{path}: stages[{index}]"
@@ -256,8 +257,12 @@ def _parse_stages(raw: dict, path: str) -> RunConfig:
             raise ConfigError(f"{where}: 'set' must map dotted names to values")
         train_only = entry.get("train_only")
         if train_only is not None:
-            if not isinstance(train_only, list) or not all(n in layer_names for n in train_only):
+            if not isinstance(train_only, list):
                 raise ConfigError(f"{where}: train_only must list layer names of the net")
+            strangers = [n for n in train_only if n not in layer_names]
+            if strangers:
+                raise ConfigError(f"{where}: train_only names {strangers[0]!r}, which is not a "
+                                  f"layer of the net; layers: {', '.join(layer_names)}")
             frozen = _frozen_lr_overrides(base, set(train_only))
             overrides = {**frozen, **overrides}
         stage_raw = apply_overrides(base, overrides, where)
@@ -273,11 +278,12 @@ def _frozen_lr_overrides(raw: dict, trainable: set[str]) -> dict:
     for layer in _layer_entries(raw):
         kind = layer.get("type")
         cls = LAYER_TYPES.get(kind) if isinstance(kind, str) else None
-        if cls is None or not cls.has_param or layer.get("name") in trainable:
+        name = layer.get("name")
+        if cls is None or not cls.has_param or not isinstance(name, str) or name in trainable:
             continue
         for f in dataclasses.fields(cls):
             if f.name.endswith("_lr"):
-                overrides[f"{layer['name']}.{f.name}"] = 0.0
+                overrides[f"{name}.{f.name}"] = 0.0
     return overrides
 
 
@@ -320,7 +326,7 @@ def _read_yaml(path: str, chain: tuple[str, ...] = ()) -> dict:
             text = handle.read()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in the path
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     try:
         raw = yaml.safe_load(text)

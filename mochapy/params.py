@@ -111,7 +111,7 @@ def parse_component(cls: type, spec: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
             value
         ):
-            raise ConfigError(f"{where}.{key}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{where}.{key}: expected a number, got {value!r}")
         values[key] = expected(value)
         if expected is int and value != int(value):
             raise ConfigError(f"{where}.{key}: expected an integer, got {value!r}")

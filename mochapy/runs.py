@@ -8,6 +8,7 @@ blobs, batching and padding for any number of rows.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,13 +46,18 @@ def load_run(run_dir: str) -> LoadedRun:
     if not os.path.isfile(config_path):
         raise DataError(f"{run_dir} is not a run directory (no net.yaml)")
     config = load_config(config_path)
-    snapshot = newest_valid_snapshot(os.path.join(run_dir, "snapshots"))
+    damaged: list[str] = []
+    snapshot = newest_valid_snapshot(os.path.join(run_dir, "snapshots"), damaged)
     weights = os.path.join(run_dir, "weights.h5")
+    if snapshot is None and not os.path.isfile(weights):
+        # the damage is the reason: one error line that says so, not a warning and an error
+        why = f" ({damaged[0]})" if damaged else ""
+        raise DataError(f"{run_dir} holds no valid snapshot and no weights.h5{why}")
+    for problem in damaged:
+        warnings.warn(f"{problem}; skipping it", stacklevel=2)
     if snapshot is not None:
         return LoadedRun(run_dir, config, snapshot.params, snapshot.iteration)
-    if os.path.isfile(weights):
-        return LoadedRun(run_dir, config, read_weights(weights), None)
-    raise DataError(f"{run_dir} holds no snapshot and no weights.h5")
+    return LoadedRun(run_dir, config, read_weights(weights), None)
 
 
 class Predictor:

@@ -96,13 +96,17 @@ def list_snapshots(folder: str) -> list[str]:
     return sorted(paths, reverse=True)
 
 
-def newest_valid_snapshot(folder: str) -> Snapshot | None:
-    """The newest snapshot that passes its checksum; damaged ones are skipped with a warning."""
+def newest_valid_snapshot(folder: str, damaged: list[str] | None = None) -> Snapshot | None:
+    """The newest snapshot that passes its checksum; damaged ones are skipped with a warning,
+    or, given a list, with what is wrong with each appended to it."""
     for path in list_snapshots(folder):
         try:
             return read_snapshot(path)
         except DataError as exc:
-            warnings.warn(f"{exc}; skipping it", stacklevel=2)
+            if damaged is None:
+                warnings.warn(f"{exc}; skipping it", stacklevel=2)
+            else:
+                damaged.append(str(exc))
     return None
 
 

@@ -18,7 +18,6 @@ import shutil
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -27,7 +26,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mochapy.atomic import write_hdf5_atomically, write_text_atomically
+from mochapy.atomic import (
+    remove_partial_files,
+    write_atomically,
+    write_hdf5_atomically,
+    write_text_atomically,
+)
 from mochapy.backends import get_backend
 from mochapy.coffee import CoffeeLounge, Snapshot, TrainingSummary, ValidationPerformance
 from mochapy.config import RunConfig
@@ -74,10 +78,13 @@ class RunLock:
                 f"run directory {os.path.dirname(self.path)} is in use by {owner}; "
                 "wait for it or choose another --out"
             ) from None
-        self.handle.seek(0)
-        self.handle.truncate()
-        self.handle.write(f"pid {os.getpid()} on {platform.node()}")
-        self.handle.flush()
+        try:  # unbuffered, so a full disk fails here and not again when the file is closed
+            os.ftruncate(self.handle.fileno(), 0)
+            os.write(self.handle.fileno(), f"pid {os.getpid()} on {platform.node()}".encode())
+        except OSError as exc:  # we hold the lock, so no other run uses this file
+            os.unlink(self.path)
+            self.__exit__()
+            raise OSError(exc.errno, exc.strerror, self.path) from None
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -138,15 +145,20 @@ class Trainer:
     def save_snapshot(self) -> str:
         """Write a verified snapshot of the current state, then prune old ones."""
         if not self.backend.all_finite(self.net.params.data):
+            bad = next(key for key, param in self.net.params.params.items()
+                       if not self.backend.all_finite(param.data))
             raise DivergenceError(
-                f"parameters are not finite at iteration {self.solver.iteration}; "
-                "no snapshot written, the last good one is kept"
+                f"training diverged at iteration {self.solver.iteration}: the update made "
+                f"parameter {bad!r} NaN/Inf; no snapshot written, {self._kept_snapshot()}"
             )
         path = snapshot_path(self.snapshot_dir, self.solver.iteration)
         write_snapshot(path, SnapshotData(
             iteration=self.solver.iteration,
             params=self.net.params.host_arrays(),
-            solver=self.solver.state_dict(),
+            # the losses summed since the last summary ride along, so a resumed run's next
+            # summary averages the same iterations as an uninterrupted run's
+            solver={**self.solver.state_dict(), "train_loss_sum": np.array(self._loss_sum),
+                    "train_loss_count": np.array(self._loss_count)},
             layers=self.net.layer_states(),
             statistics=self.lounge.as_arrays(),
         ))
@@ -163,6 +175,9 @@ class Trainer:
                 f"{self.out_dir} already holds a run ({len(existing)} snapshots); "
                 "pass --resume to continue it or choose another --out"
             )
+        for folder in (self.out_dir, self.snapshot_dir):
+            for path in remove_partial_files(folder):
+                self.log(f"removed {path}, a file a killed run left half-written")
         config_copy = os.path.join(self.out_dir, "net.yaml")
         if not self.resume or not os.path.exists(config_copy):
             write_text_atomically(config_copy, self.config.text)
@@ -181,41 +196,63 @@ class Trainer:
         self.breaks = breaks
         if cfg.coffee.validation:
             self.validation_net()  # a bad validation source fails now, not hours into the run
+        # a missing or mismatched init_from too (--resume reads it only if no snapshot is left)
+        self._initialised_from = None if self.resume else self._init_from()
 
     def _restore(self) -> int | None:
         """Continue from the newest valid snapshot (--resume), else start from init_from."""
         if not self.resume:
-            self._init_from()
+            self._log_init_from(self._initialised_from)
             return None
-        with warnings.catch_warnings(record=True) as skipped:
-            warnings.simplefilter("always")
-            snap = newest_valid_snapshot(self.snapshot_dir)
-        for warning in skipped:  # damaged snapshots: one line each, in the log too
-            self.log(f"warning: {warning.message}")
+        damaged: list[str] = []
+        snap = newest_valid_snapshot(self.snapshot_dir, damaged)
+        for problem in damaged:  # one line each, in the log too
+            self.log(f"warning: {problem}; skipping it")
         if snap is None:
-            self._init_from()
+            self._log_init_from(self._init_from())
             return None
         self.net.params.load_host_arrays(snap.params, f"snapshot {snap.iteration}")
         self.solver.load_state_dict(snap.solver)
+        self._loss_sum = float(snap.solver.get("train_loss_sum", 0.0))
+        self._loss_count = int(snap.solver.get("train_loss_count", 0))
         self.net.load_layer_states(snap.layers)
         self.lounge.load_arrays(snap.statistics)
         return snap.iteration
 
-    def _init_from(self) -> None:
-        """Start from another run's parameters (e.g. a second training stage)."""
+    def _init_from(self) -> str | None:
+        """Load another run's parameters (e.g. a second training stage); returns where from."""
         source = self.config.init_from
         if source is None:
-            return
+            return None
         if not os.path.exists(source):
             raise ConfigError(f"{self.config.path}: init_from {source} does not exist")
         params = load_run(source).params if os.path.isdir(source) else read_weights(source)
         self.net.params.load_host_arrays(params, f"init_from {source}")
-        self.log(f"parameters initialised from {source}")
+        return source
+
+    def _log_init_from(self, source: str | None) -> None:
+        if source is not None:
+            self.log(f"parameters initialised from {source}")
+
+    @contextlib.contextmanager
+    def _locked_directory(self) -> Iterator[None]:
+        """Create and lock the run directory. If the disk is full or read-only, remove the
+        folders this call made, so a run that never started leaves nothing behind."""
+        made = [d for d in (self.out_dir, self.snapshot_dir) if not os.path.isdir(d)]
+        with contextlib.ExitStack() as stack:
+            try:
+                os.makedirs(self.snapshot_dir, exist_ok=True)
+                stack.enter_context(RunLock(self.out_dir))
+            except OSError:
+                for folder in reversed(made):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(folder)  # only if empty: never another process's files
+                raise
+            yield
 
     def run(self) -> TrainResult:
         self._build()
-        os.makedirs(self.snapshot_dir, exist_ok=True)
-        with RunLock(self.out_dir):
+        with self._locked_directory():
             self._prepare_directory()
             resumed_from = self._restore()
             if resumed_from is not None:
@@ -307,11 +344,13 @@ class Trainer:
     def _divergence(self, when: str) -> DivergenceError:
         """The error for NaN/Inf found `when`: where it first appears and which snapshot is kept."""
         where = self.net.first_nonfinite() or "the loss"
-        kept = list_snapshots(self.snapshot_dir)
         return DivergenceError(
-            f"training diverged {when}: NaN/Inf first in {where}; "
-            + (f"last good snapshot kept: {kept[0]}" if kept else "no snapshot yet")
+            f"training diverged {when}: NaN/Inf first in {where}; {self._kept_snapshot()}"
         )
+
+    def _kept_snapshot(self) -> str:
+        kept = list_snapshots(self.snapshot_dir)
+        return f"last good snapshot kept: {kept[0]}" if kept else "no snapshot yet"
 
     def _finish(self, wall: float) -> None:
         iteration = self.solver.iteration
@@ -376,29 +415,41 @@ def train(config: RunConfig, out_dir: str, **options: Any) -> TrainResult:
     """
     if not config.stages:
         return Trainer(config, out_dir, **options).run()
+    made = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     resume = options.get("resume", False)
     if not resume and os.path.exists(os.path.join(out_dir, "training.json")):
         raise MochaError(f"{out_dir} already holds a run; pass --resume to continue it "
                          "or choose another --out")
-    previous = config.stages[0].config.init_from
-    stage_dirs = []
     with RunLock(out_dir):
-        for index, stage in enumerate(config.stages):
-            stage_dir = os.path.join(out_dir, f"stage{index + 1}-{stage.name}")
-            stage_dirs.append(stage_dir)
-            if resume and stage_finished(stage_dir):
-                previous = stage_dir
-                continue
-            stage_config = dataclasses.replace(stage.config, init_from=previous, report=[])
-            Trainer(stage_config, stage_dir, **options).run()
-            previous = stage_dir
-        _merge_stages(config, out_dir, stage_dirs)
+        try:
+            remove_partial_files(out_dir)
+            _train_stages(config, out_dir, resume, options)
+        except BaseException:
+            if made and os.listdir(out_dir) == [".lock"]:  # bad input stopped the first stage
+                os.unlink(os.path.join(out_dir, ".lock"))  # before it wrote anything: leave
+                os.rmdir(out_dir)  # no half-made run directory behind
+            raise
     run_reports(config, out_dir, options.get("progress", True))
     info = _read_json(os.path.join(out_dir, "training.json"))
     final_loss = info["stages"][-1].get("final_train_loss")
     return TrainResult(out_dir, info["iterations"], info["wall_seconds_total"],
                        float("nan") if final_loss is None else final_loss, None)
+
+
+def _train_stages(config: RunConfig, out_dir: str, resume: bool, options: dict) -> None:
+    previous = config.stages[0].config.init_from
+    stage_dirs = []
+    for index, stage in enumerate(config.stages):
+        stage_dir = os.path.join(out_dir, f"stage{index + 1}-{stage.name}")
+        stage_dirs.append(stage_dir)
+        if resume and stage_finished(stage_dir):
+            previous = stage_dir
+            continue
+        stage_config = dataclasses.replace(stage.config, init_from=previous, report=[])
+        Trainer(stage_config, stage_dir, **options).run()
+        previous = stage_dir
+    _merge_stages(config, out_dir, stage_dirs)
 
 
 def _read_json(path: str) -> dict:
@@ -410,8 +461,8 @@ def _merge_stages(config: RunConfig, out_dir: str, stage_dirs: list[str]) -> Non
     """The final stage's net and weights, every stage's statistics and timings, in OUT."""
     write_text_atomically(os.path.join(out_dir, "net.yaml"), config.text)
     last = stage_dirs[-1]
-    shutil.copyfile(os.path.join(last, "weights.h5"), os.path.join(out_dir, "weights.h5.partial"))
-    os.replace(os.path.join(out_dir, "weights.h5.partial"), os.path.join(out_dir, "weights.h5"))
+    write_atomically(os.path.join(out_dir, "weights.h5"),
+                     lambda temp: shutil.copyfile(os.path.join(last, "weights.h5"), temp))
     merged, stages, offset = {}, [], 0
     for stage, stage_dir in zip(config.stages, stage_dirs, strict=True):
         info = _read_json(os.path.join(stage_dir, "training.json"))

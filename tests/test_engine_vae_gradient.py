@@ -36,9 +36,13 @@ def numpy_negative_elbo(net: Net, images: np.ndarray, eps: np.ndarray) -> float:
         for layer in net.layers if layer.config.type_name == "Power"
     }
 
+    caps = {layer.config.name: layer.config.neuron.cap for layer in net.layers
+            if getattr(layer.config, "neuron", None) is not None
+            and hasattr(layer.config.neuron, "cap")}
+
     def sd(name: str, pre: np.ndarray) -> np.ndarray:
         cfg = floors.get(name)
-        value = np.exp(pre)
+        value = np.exp(np.minimum(pre, caps[name]))  # the Exponential neuron's cap
         return value if cfg is None else (cfg.scale * value + cfg.shift) ** cfg.power
 
     x = images.reshape(len(images), -1)

@@ -86,7 +86,7 @@ def _parse(cls: type, spec: Any, where: str) -> Any:
         if key not in allowed:
             raise ConfigError(f"{where}: unknown field {key!r}; known: type, {', '.join(allowed)}")
         if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
-            raise ConfigError(f"{where}.{key}: expected a finite number, got {raw!r}")
+            raise ConfigError(f"{where}.{key}: expected a number, got {raw!r}")
         values[key] = NUMBER_FIELDS[key](raw)
     if values.get("stepsize", 1) <= 0:
         raise ConfigError(f"{where}.stepsize: must be a positive integer")

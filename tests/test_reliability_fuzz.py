@@ -1,0 +1,151 @@
+"""Property-based fuzzing of the YAML loader: whatever a user writes, `parse_config` and
+`load_config` either return a RunConfig or raise a MochaError (one line) - never a TypeError,
+KeyError, ValueError or any other exception that would end in a traceback."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mochapy.config import RunConfig, load_config, parse_config
+from mochapy.errors import MochaError
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+BASES = {name: yaml.safe_load((EXAMPLES / name).read_text())
+         for name in ("tiny.yaml", "galaxy_vae_poster.yaml")}
+# galaxy_vae.yaml's two stages (`set`, `train_only`) on the poster net it extends
+STAGES = yaml.safe_load((EXAMPLES / "galaxy_vae.yaml").read_text())["stages"]
+BASES["staged"] = {**BASES["galaxy_vae_poster.yaml"], "stages": STAGES}
+BASES["staged, train_only first"] = {**BASES["galaxy_vae_poster.yaml"], "stages": STAGES[::-1]}
+FIELD_NAMES = ["name", "type", "layers", "solver", "coffee_breaks", "stages", "set", "extends",
+               "train_only", "bottoms", "tops", "output_dim", "neuron", "source", "batch_size",
+               "lr_policy", "method", "base_lr", "max_iter", "every", "keep", "roles", "report",
+               "init_from", "seed", "dtype", "backend", "weight_init", "bias_regu", "epsilon",
+               "stepsize", "gamma", "stages", "operation", "output_dims", "shift", "value"]
+SETTINGS = settings(max_examples=200, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+    st.sampled_from(FIELD_NAMES + ["builtin:train", "ReLU", "adam", "Xavier", "L2", "step",
+                                   "Add", "../x.yaml", "", "1e-3", "nan", "-1"]),
+)
+keys = st.one_of(st.sampled_from(FIELD_NAMES), st.text(max_size=8), st.integers(-3, 3),
+                 st.none(), st.booleans(), st.floats(allow_nan=False))
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(keys, inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+def _containers(node: Any, path: tuple = ()) -> list[tuple]:
+    """Paths of every dict and list inside a YAML tree (the root included)."""
+    found = [path] if isinstance(node, (dict, list)) else []
+    children = node.items() if isinstance(node, dict) else (
+        enumerate(node) if isinstance(node, list) else ())
+    for key, child in children:
+        found += _containers(child, (*path, key))
+    return found
+
+
+def _at(node: Any, path: tuple) -> Any:
+    for key in path:
+        node = node[key]
+    return node
+
+
+@st.composite
+def mutated_examples(draw: st.DrawFn) -> Any:
+    """An example net with 1-4 random edits: delete a key or item, replace a value with a random
+    one (a string, a number, NaN, a list, a nested mapping...), add a key, or wrap a value."""
+    raw = copy.deepcopy(BASES[draw(st.sampled_from(sorted(BASES)))])
+    for _ in range(draw(st.integers(1, 4))):
+        paths = _containers(raw)
+        path = draw(st.sampled_from(paths))
+        container = _at(raw, path)
+        if not container:
+            continue
+        key = draw(st.sampled_from(sorted(container, key=repr)) if isinstance(container, dict)
+                   else st.integers(0, len(container) - 1))
+        action = draw(st.sampled_from(["delete", "replace", "add", "wrap"]))
+        if action == "delete":
+            del container[key]
+        elif action == "replace":
+            container[key] = draw(values)
+        elif action == "wrap":
+            container[key] = draw(st.sampled_from([[container[key]], {"type": container[key]}]))
+        elif isinstance(container, dict):
+            container[draw(keys)] = draw(values)
+        else:
+            container.insert(key, draw(values))
+    return raw
+
+
+def assert_config_or_mocha_error(parse: Any, *args: Any) -> None:
+    try:
+        config = parse(*args)
+    except MochaError as exc:
+        assert str(exc).strip(), repr(exc)  # the CLI prints it folded onto one line
+        return
+    assert isinstance(config, RunConfig)
+    assert config.layers and math.isfinite(config.solver.base_lr)
+
+
+@SETTINGS
+@given(mutated_examples())
+def test_mutated_examples_parse_or_raise_a_mocha_error(raw: Any) -> None:
+    assert_config_or_mocha_error(parse_config, raw, "net.yaml", "")
+
+
+@SETTINGS
+@given(values)
+def test_random_documents_parse_or_raise_a_mocha_error(raw: Any) -> None:
+    assert_config_or_mocha_error(parse_config, raw, "net.yaml", "")
+
+
+def _write(folder: str, name: str, text: str) -> str:
+    path = os.path.join(folder, name)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
+@SETTINGS
+@given(mutated_examples(), mutated_examples(),
+       st.sampled_from(["base.yaml", "net.yaml", ".", "missing.yaml"]) | st.text(max_size=8),
+       st.sampled_from([None, "net.yaml", "base.yaml"]), st.dictionaries(keys, values, max_size=3))
+def test_files_with_extends_set_and_stages_load_or_raise_a_mocha_error(
+    base: Any, child: Any, child_extends: str, base_extends: str | None, overrides: dict
+) -> None:
+    """Through files: `extends` chains (loops, folders, missing files, junk names included),
+    random `set` overrides, stages."""
+    with tempfile.TemporaryDirectory() as folder:
+        if isinstance(child, dict):
+            child["extends"] = child_extends
+            child["set"] = overrides
+        if isinstance(base, dict) and base_extends:
+            base["extends"] = base_extends
+        _write(folder, "base.yaml", yaml.safe_dump(base))
+        path = _write(folder, "net.yaml", yaml.safe_dump(child))
+        assert_config_or_mocha_error(load_config, path)
+
+
+@SETTINGS
+@given(st.one_of(st.text(max_size=200),
+                 st.binary(max_size=200).map(lambda b: b.decode("latin-1")),
+                 mutated_examples().map(lambda raw: yaml.safe_dump(raw)[: 300])))
+def test_random_text_loads_or_raises_a_mocha_error(text: str) -> None:
+    """Arbitrary text, binary junk, and example nets cut off at a random length."""
+    with tempfile.TemporaryDirectory() as folder:
+        assert_config_or_mocha_error(load_config, _write(folder, "net.yaml", text))
