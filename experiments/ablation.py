@@ -1,6 +1,6 @@
 """Ablation of the training recipe: train variants of one YAML net, evaluate each as the poster.
 
-    python experiments/ablation.py experiments/ablation.yaml --out results/ablation [--jobs 2]
+    python experiments/ablation.py experiments/ablation.yaml --out runs/ablation [--jobs 2]
 
 The plan file names a base net and variants, each a set of `layer.field: value` (or
 `solver.field`, `coffee_breaks.x.field`) overrides. Every variant trains into OUT/<name>/ with the
@@ -76,7 +76,7 @@ def markdown(rows: list[dict], splits: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("plan")
-    parser.add_argument("--out", default="results/ablation")
+    parser.add_argument("--out", default="runs/ablation")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--only", type=int, default=None, help="run one variant (by index)")
     args = parser.parse_args()
