@@ -24,7 +24,7 @@ class Adam(Solver):
         t = self.iteration
         lr_t = lr * math.sqrt(1 - cfg.beta2**t) / (1 - cfg.beta1**t)
         g, m, v = self.net.params.grad, self.state["m"], self.state["v"]
-        work = self._work
+        work = self.work
         m *= cfg.beta1
         np.multiply(g, 1 - cfg.beta1, out=work)
         m += work
@@ -36,9 +36,3 @@ class Adam(Solver):
         work += cfg.epsilon
         np.divide(m, work, out=work)
         self.apply_step(work, lr_t)
-
-    @property
-    def _work(self) -> np.ndarray:
-        if not hasattr(self, "_work_buffer"):
-            self._work_buffer = self.backend.empty(self.net.params.size)
-        return self._work_buffer

@@ -95,6 +95,8 @@ class Solver(ABC):
             (p.offset, p.offset + p.size, p) for p in store.params.values()
         ]
         self.uniform_lr = all(p.spec.lr_mult == 1.0 for p in store.params.values())
+        # Scratch space of the parameters' size for the CPU update (regularization, Adam's step).
+        self.work = self.backend.empty(store.size) if self.backend.kind == "cpu" else None
 
     def learning_rate(self, iteration: int | None = None) -> float:
         it = self.iteration if iteration is None else iteration
@@ -109,22 +111,26 @@ class Solver(ABC):
         if coef == 0 or self.backend.kind == "gpu":  # the GPU's update kernel adds the penalty
             return
         xp = self.backend.xp
-        for _, _, param in self.segments:
+        for start, stop, param in self.segments:
             regu = param.spec.regularizer
+            if regu.type == "none":
+                continue
+            penalty = self.work[start:stop].reshape(param.shape)  # no temporary arrays
             if regu.type == "L2":
-                param.grad += (coef * regu.coefficient) * param.data
-            elif regu.type == "L1":
-                param.grad += (coef * regu.coefficient) * xp.sign(param.data)
+                xp.multiply(param.data, coef * regu.coefficient, out=penalty)
+            else:
+                xp.sign(param.data, out=penalty)
+                penalty *= coef * regu.coefficient
+            param.grad += penalty
 
     def apply_step(self, step: Any, lr: float) -> None:
         """w -= lr * lr_mult * step, segment by segment only when some lr_mult differs from 1."""
-        data = self.net.params.data
         if self.uniform_lr:
             step *= lr
-            data -= step
-            return
-        for start, stop, param in self.segments:
-            data[start:stop] -= (lr * param.spec.lr_mult) * step[start:stop]
+        else:  # scale each parameter's slice in place, then one subtraction over the buffer
+            for start, stop, param in self.segments:
+                step[start:stop] *= lr * param.spec.lr_mult
+        self.net.params.data -= step
 
     def constrain(self) -> None:
         xp = self.backend.xp
