@@ -91,3 +91,13 @@ def write_hdf5_atomically(path: str, items: dict[str, np.ndarray], attrs: dict) 
             handle.attrs.update(attrs)
 
     write_atomically(path, write)
+
+
+def read_hdf5_arrays(handle: h5py.File) -> dict[str, np.ndarray]:
+    """Every dataset of an open HDF5 file, by its path: the inverse of write_hdf5_atomically."""
+    arrays: dict[str, np.ndarray] = {}
+    handle.visititems(
+        lambda name, node: arrays.__setitem__(name, node[()])
+        if isinstance(node, h5py.Dataset) else None
+    )
+    return arrays

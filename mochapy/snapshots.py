@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from mochapy.atomic import write_hdf5_atomically
+from mochapy.atomic import read_hdf5_arrays, write_hdf5_atomically
 from mochapy.errors import DataError
 
 SNAPSHOT_PATTERN = re.compile(r"snapshot-(\d{9})\.h5$")
@@ -67,11 +67,7 @@ def read_snapshot(path: str) -> Snapshot:
     """Read and verify a snapshot; DataError if it is unreadable or its checksum is wrong."""
     try:
         with h5py.File(path, "r") as handle:
-            items: dict[str, np.ndarray] = {}
-            handle.visititems(
-                lambda name, node: items.__setitem__(name, node[()])
-                if isinstance(node, h5py.Dataset) else None
-            )
+            items = read_hdf5_arrays(handle)
             iteration = int(handle.attrs["iteration"])
             expected = str(handle.attrs["sha256"])
     except (OSError, KeyError, ValueError, RuntimeError) as exc:

@@ -374,10 +374,7 @@ class Trainer:
             "finished": True,
         }
         path = os.path.join(self.out_dir, "training.json")
-        previous = {}
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as handle:
-                previous = json.load(handle)
+        previous = _read_json(path) if os.path.exists(path) else {}
         info["wall_seconds_total"] = round(
             previous.get("wall_seconds_total", 0.0) + wall, 3
         )
@@ -400,10 +397,7 @@ def run_reports(config: RunConfig, out_dir: str, progress: bool) -> None:
 def stage_finished(stage_dir: str) -> bool:
     """True when a stage's training ended normally (max_iter or its time budget reached)."""
     path = os.path.join(stage_dir, "training.json")
-    if not os.path.exists(path):
-        return False
-    with open(path, encoding="utf-8") as handle:
-        return bool(json.load(handle).get("finished"))
+    return os.path.exists(path) and bool(_read_json(path).get("finished"))
 
 
 def train(config: RunConfig, out_dir: str, **options: Any) -> TrainResult:

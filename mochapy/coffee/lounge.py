@@ -5,7 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from mochapy.atomic import write_hdf5_atomically
+from mochapy.atomic import read_hdf5_arrays, write_hdf5_atomically
 
 
 class CoffeeLounge:
@@ -38,11 +38,7 @@ class CoffeeLounge:
     def load(cls, path: str) -> CoffeeLounge:
         """Read a statistics.h5 written by `save`."""
         with h5py.File(path, "r") as handle:
-            arrays = {}
-            handle.visititems(
-                lambda name, node: arrays.__setitem__(name, node[()])
-                if isinstance(node, h5py.Dataset) else None
-            )
+            arrays = read_hdf5_arrays(handle)
         lounge = cls()
         lounge.load_arrays(arrays)
         return lounge
