@@ -38,6 +38,7 @@ import peers  # noqa: E402  (benchmarks/peers.py, beside this file)
 from mochapy.atomic import write_text_atomically  # noqa: E402
 from mochapy.backends import CPUBackend, gpu_available  # noqa: E402
 from mochapy.config import load_config  # noqa: E402
+from mochapy.errors import BackendError  # noqa: E402
 from mochapy.layers.memory_data import MemoryDataConfig  # noqa: E402
 from mochapy.net import Net  # noqa: E402
 from mochapy.solvers import make_solver  # noqa: E402
@@ -48,8 +49,9 @@ NET_YAML = REPO / "examples" / "galaxy_vae_poster.yaml"
 N_IMAGES = 1000  # the resident dataset the batches are drawn from
 WARMUP = {"cpu": 3, "cuda": 50}
 LABELS = {
-    "mochapy": "mochapy cpu", "mochapy-eager": "mochapy gpu eager",
-    "mochapy-graph": "mochapy gpu graph", "torch": "PyTorch eager",
+    "mochapy": "mochapy cpu", "mochapy-numpy": "mochapy cpu, NumPy",
+    "mochapy-eager": "mochapy gpu eager", "mochapy-graph": "mochapy gpu graph",
+    "torch": "PyTorch eager",
     "torch-compile": "torch.compile", "jax": "JAX jit",
 }
 
@@ -111,8 +113,14 @@ def row(system: str, backend: str, batch: int, rate: float, peak: int | None, no
             "images_per_sec": rate * batch, "peak_mem_bytes": peak, "note": note}
 
 
-def time_mochapy_cpu(args: argparse.Namespace, images: np.ndarray) -> dict:
-    net, solver = poster_net(CPUBackend("float32"), args.batch, images)
+def time_mochapy_cpu(args: argparse.Namespace, images: np.ndarray, compiled: bool) -> dict:
+    """With the compiled loops of kernels/cpu (the default where a C compiler is found), or with
+    the NumPy paths alone (what a machine without a compiler runs)."""
+    try:
+        backend = CPUBackend("float32", compiled=compiled)
+    except BackendError as error:
+        raise peers.PeerUnavailable(str(error)) from error
+    net, solver = poster_net(backend, args.batch, images)
 
     def step() -> None:
         net.forward()
@@ -120,9 +128,9 @@ def time_mochapy_cpu(args: argparse.Namespace, images: np.ndarray) -> dict:
         solver.update()
 
     rate, count = median_rate(step, lambda: None, WARMUP["cpu"], args.seconds, args.repeats)
-    note = (f"NumPy {np.__version__}, {os.cpu_count()} cores; median of {args.repeats} x {count} "
-            f"steps after {WARMUP['cpu']} warm-up")
-    return row("mochapy", "cpu", args.batch, rate, None, note)
+    note = (f"NumPy {np.__version__}, {backend.loops}, {os.cpu_count()} cores; median of "
+            f"{args.repeats} x {count} steps after {WARMUP['cpu']} warm-up")
+    return row("mochapy" if compiled else "mochapy-numpy", "cpu", args.batch, rate, None, note)
 
 
 def time_mochapy_gpu(args: argparse.Namespace, images: np.ndarray, graph: bool) -> dict:
@@ -172,7 +180,8 @@ def gpu_name() -> str:
 def systems(args: argparse.Namespace, images: np.ndarray) -> list[tuple[str, Callable[[], dict]]]:
     """(label, timer) for every row of this run, in the order they are timed."""
     rows: list[tuple[str, Callable[[], dict]]] = [
-        (LABELS["mochapy"], lambda: time_mochapy_cpu(args, images))
+        (LABELS["mochapy"], lambda: time_mochapy_cpu(args, images, compiled=True)),
+        (LABELS["mochapy-numpy"], lambda: time_mochapy_cpu(args, images, compiled=False)),
     ]
     device = "cuda" if args.backend == "gpu" else "cpu"
     if args.backend == "gpu":
@@ -191,11 +200,14 @@ def systems(args: argparse.Namespace, images: np.ndarray) -> list[tuple[str, Cal
 
 
 def add_ratios(rows: list[dict]) -> None:
-    """Each row's speed relative to the poster's 200 it/s and to the fastest peer framework."""
+    """Each row's speed relative to the poster's 200 it/s, to PyTorch eager on the same device
+    (the engine issue's yardstick) and to the fastest peer framework."""
     peer_rates = [r["iters_per_sec"] for r in rows if not r["system"].startswith("mochapy")]
     fastest = max(peer_rates, default=None)
+    eager = next((r["iters_per_sec"] for r in rows if r["system"] == "torch"), None)
     for r in rows:
         r["vs_poster"] = r["iters_per_sec"] / POSTER_ITERS_PER_SEC
+        r["vs_torch_eager"] = r["iters_per_sec"] / eager if eager else None
         r["vs_fastest_peer"] = r["iters_per_sec"] / fastest if fastest else None
 
 
@@ -207,15 +219,16 @@ def table_order(rows: list[dict]) -> list[dict]:
 
 def table(rows: list[dict], skipped: list[dict], info: dict[str, Any]) -> str:
     header = (f"{'system':<20} {'backend':<7} {'it/s':>10} {'images/s':>11} {'peak GPU MB':>11} "
-              f"{'x poster':>9} {'x fastest peer':>14}")
+              f"{'x poster':>9} {'x PyTorch eager':>15} {'x fastest peer':>14}")
     lines = [f"machine: {info['machine']['cpu']}, {info['machine']['cores']} cores; "
              f"device: {info['device']}; batch {info['batch']}", header, "-" * len(header)]
     for r in rows:
         peak = "-" if r["peak_mem_bytes"] is None else f"{r['peak_mem_bytes'] / 2**20:.0f}"
         versus = "-" if r["vs_fastest_peer"] is None else f"{r['vs_fastest_peer']:.2f}"
+        eager = "-" if r["vs_torch_eager"] is None else f"{r['vs_torch_eager']:.2f}"
         lines.append(f"{LABELS.get(r['system'], r['system']):<20} {r['backend']:<7} "
                      f"{r['iters_per_sec']:>10.1f} {r['images_per_sec']:>11.0f} {peak:>11} "
-                     f"{r['vs_poster']:>9.2f} {versus:>14}")
+                     f"{r['vs_poster']:>9.2f} {eager:>15} {versus:>14}")
     lines.append("")
     lines += [f"{LABELS.get(r['system'], r['system'])}: {r['note']}" for r in rows]
     lines += [f"skipped {s['system']}: {s['reason']}" for s in skipped]

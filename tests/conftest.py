@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mochapy.backends import CPUBackend
+from mochapy.backends import CPUBackend, cpu_kernels
 from mochapy.blob import Blob
 from mochapy.layers import LAYER_TYPES, Layer, LayerConfig, NetContext
 from mochapy.net import Net
@@ -173,6 +173,16 @@ def engine() -> types.SimpleNamespace:
         sample_indices=sample_indices, LayerHarness=LayerHarness,
         vae_layer_entries=vae_layer_entries, build_net=build_net, examples=EXAMPLES,
     )
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def cpu_loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test on the CPU backend's compiled loops, then again on its NumPy paths."""
+    if request.param == "numpy":
+        monkeypatch.setattr(cpu_kernels, "load", lambda: "NumPy paths for this test")
+    elif isinstance(cpu_kernels.load(), str):
+        pytest.skip(f"the compiled CPU loops are not available: {cpu_kernels.load()}")
+    return request.param
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ from mochapy.net import Net
 from mochapy.solvers import SolverConfig, make_solver
 from mochapy.solvers.policies import parse_lr_policy, parse_mom_policy
 
+pytestmark = pytest.mark.usefixtures("cpu_loops")  # compiled CPU loops and NumPy paths
+
 DATA = {"data": {"x": np.random.default_rng(0).normal(size=(6, 3)),
                  "y": np.random.default_rng(1).normal(size=(6, 2))}}
 NET = [

@@ -7,9 +7,12 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 from scipy.stats import norm
 
 from mochapy.net import Net
+
+pytestmark = pytest.mark.usefixtures("cpu_loops")  # compiled CPU loops and NumPy paths
 
 
 def frozen_objective(net: Net):

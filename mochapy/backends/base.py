@@ -15,6 +15,7 @@ class Backend:
 
     kind = "abstract"
     xp: Any = np
+    kernels: Any = None  # compiled kernels (always on the GPU; on the CPU where they build)
 
     def __init__(self, dtype: str = "float32") -> None:
         if dtype not in ("float32", "float64"):

@@ -4,14 +4,38 @@ from __future__ import annotations
 
 import numpy as np
 
+from mochapy.backends import cpu_kernels
 from mochapy.backends.base import Backend
+from mochapy.backends.cpu_kernels import CPUKernels
+from mochapy.errors import BackendError
 
 
 class CPUBackend(Backend):
-    """Runs every layer's `_cpu` path with NumPy (multi-threaded BLAS for the GEMMs)."""
+    """Runs every layer's `_cpu` path with NumPy (multi-threaded BLAS for the GEMMs).
+
+    compiled: use the compiled loops of kernels/cpu/ for the solver update and the Gaussian
+    loss (None: where they build, else NumPy; True: they must build; False: NumPy only).
+    """
 
     kind = "cpu"
     xp = np
+
+    def __init__(self, dtype: str = "float32", compiled: bool | None = None) -> None:
+        super().__init__(dtype)
+        self.kernels: CPUKernels | None = None
+        self.loops = "NumPy loops"
+        if compiled is not False:
+            loaded = cpu_kernels.load()
+            if isinstance(loaded, str):
+                if compiled:
+                    raise BackendError(f"the compiled CPU loops are not available: {loaded}")
+                self.loops = f"NumPy loops ({loaded})"
+            else:
+                self.kernels = loaded
+                self.loops = f"compiled loops, {loaded.threads} threads"
+
+    def __repr__(self) -> str:
+        return f"CPUBackend({self.dtype.name}, {self.loops})"
 
     def to_host(self, array: np.ndarray) -> np.ndarray:
         return array

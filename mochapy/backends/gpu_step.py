@@ -120,10 +120,7 @@ class StepRunner:
         for forward in self.forward_steps:
             forward()
         self.net.backward()
-        solver = self.solver
-        solver.regularize()
-        solver.step(solver.learning_rate())
-        solver.constrain()
+        self.solver.apply_update()
         self.kernels.accumulate_losses(self.loss_pointers, self.totals)
 
     # -- capture ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mochapy.backends.cpu_kernels import loss_blocks
 from mochapy.layers.base import Layer, LayerConfig, register_layer
 
 LOG_2PI = math.log(2 * math.pi)
@@ -55,8 +56,13 @@ class GaussianReconLossLayer(Layer):
         self.pixel_weight = self.backend.empty(shape) if self.config.beta else None
         self.scale = self.config.weight / mu.batch_size
         self.loss_value = self.backend.zeros(1)
+        if self.backend.kind == "cpu" and self.backend.kernels is not None:
+            self.block_sums = np.zeros(loss_blocks(self.residual.size))
 
     def _forward_cpu(self) -> None:
+        if self.backend.kernels is not None:
+            self._forward_compiled()
+            return
         mu, sigma, x = (b.flat() for b in self.bottoms)
         r, inv_var = self.residual, self.inv_var
         np.subtract(x, mu, out=r)
@@ -67,7 +73,25 @@ class GaussianReconLossLayer(Layer):
         total = r.size * LOG_2PI + 2 * log_sigma_sum + weighted_sq
         self.loss_value[0] = 0.5 * self.scale * total
 
+    def _forward_compiled(self) -> None:
+        """One pass of the compiled loop: the squared z-scores' sum and, in training, both
+        gradients (backward has no work); the log-sd sum in NumPy, whose log is vectorised."""
+        mu, sigma, x = self.bottoms
+        dmu = None if mu.diff is None else mu.flat_diff()
+        dsigma = None if sigma.diff is None else sigma.flat_diff()
+        if (dmu is None) != (dsigma is None):  # the loop writes both or neither
+            dmu, dsigma = (self.residual if d is None else d for d in (dmu, dsigma))
+        weighted_sq = self.backend.kernels.gaussian_recon_loss(
+            mu.flat(), sigma.flat(), x.flat(), self.scale, self.config.beta, dmu, dsigma,
+            self.block_sums,
+        )
+        log_sigma_sum = float(np.log(sigma.flat(), out=self.residual).sum())
+        total = self.residual.size * LOG_2PI + 2 * log_sigma_sum + weighted_sq
+        self.loss_value[0] = 0.5 * self.scale * total
+
     def _backward_cpu(self) -> None:
+        if self.backend.kernels is not None:
+            return  # the compiled forward wrote the gradients
         mu_blob, sigma_blob, _ = self.bottoms
         r, inv_var, s = self.residual, self.inv_var, self.scale
         weight = self._beta_weight() if self.config.beta else None

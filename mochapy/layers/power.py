@@ -29,15 +29,20 @@ class PowerLayer(Layer):
 
     def _forward_cpu(self) -> None:
         cfg = self.config
-        np.multiply(self.bottoms[0].data, cfg.scale, out=self.base)
-        self.base += cfg.shift
-        np.power(self.base, cfg.power, out=self.y.data)
+        base = self.y.data if cfg.power == 1 else self.base  # an affine map needs no power pass
+        np.multiply(self.bottoms[0].data, cfg.scale, out=base)
+        base += cfg.shift
+        if cfg.power != 1:
+            np.power(base, cfg.power, out=self.y.data)
 
     def _backward_cpu(self) -> None:
         x = self.bottoms[0]
         if x.diff is None:
             return
         cfg = self.config
+        if cfg.power == 1:
+            np.multiply(self.y.diff, cfg.scale, out=x.diff)
+            return
         np.power(self.base, cfg.power - 1, out=x.diff)
         x.diff *= cfg.power * cfg.scale
         x.diff *= self.y.diff

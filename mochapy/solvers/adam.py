@@ -16,10 +16,6 @@ class Adam(Solver):
     state_names = ("m", "v")
 
     def step(self, lr: float) -> None:
-        if self.backend.kind == "gpu":
-            # One kernel; it computes lr_t from a step count kept on the device (graph replays).
-            self.backend.kernels.solver_update(self, "adam")
-            return
         cfg = self.config
         t = self.iteration
         lr_t = lr * math.sqrt(1 - cfg.beta2**t) / (1 - cfg.beta1**t)

@@ -83,6 +83,7 @@ class Solver(ABC):
     """Base solver: regularize, compute the lr, apply the method's update, enforce constraints."""
 
     state_names: ClassVar[tuple[str, ...]] = ()
+    method: ClassVar[str] = ""  # the registered name, which the compiled updates dispatch on
 
     def __init__(self, config: SolverConfig, net: Net) -> None:
         self.config = config
@@ -108,7 +109,7 @@ class Solver(ABC):
     def regularize(self) -> None:
         """grad += regu_coef * coefficient * (w for L2, sign(w) for L1), per parameter."""
         coef = self.config.regu_coef
-        if coef == 0 or self.backend.kind == "gpu":  # the GPU's update kernel adds the penalty
+        if coef == 0:
             return
         xp = self.backend.xp
         for start, stop, param in self.segments:
@@ -146,8 +147,16 @@ class Solver(ABC):
     def update(self) -> None:
         """One solver step from the gradients of the last backward."""
         self.iteration += 1
-        self.regularize()
-        self.step(self.learning_rate())
+        self.apply_update()
+
+    def apply_update(self) -> None:
+        """Regularize, step and constrain: one compiled pass for the first two where the backend
+        has one (the GPU's kernel, the CPU's compiled loop), else the NumPy methods below."""
+        if self.backend.kernels is not None:
+            self.backend.kernels.solver_update(self, self.method)
+        else:
+            self.regularize()
+            self.step(self.learning_rate())
         self.constrain()
 
     @abstractmethod
@@ -173,6 +182,7 @@ SOLVERS: dict[str, type[Solver]] = {}
 def register_solver(name: str):
     def decorate(cls: type[Solver]) -> type[Solver]:
         SOLVERS[name] = cls
+        cls.method = name
         return cls
 
     return decorate

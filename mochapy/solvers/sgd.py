@@ -12,9 +12,6 @@ class SGD(Solver):
     state_names = ("velocity",)
 
     def step(self, lr: float) -> None:
-        if self.backend.kind == "gpu":
-            self.backend.kernels.solver_update(self, "sgd")
-            return
         v = self.state["velocity"]
         v *= self.momentum()
         self.apply_step_into(v, lr)
@@ -35,9 +32,6 @@ class Nesterov(SGD):
     """v' = mu v - lr g;  w += -mu v + (1 + mu) v'."""
 
     def step(self, lr: float) -> None:
-        if self.backend.kind == "gpu":
-            self.backend.kernels.solver_update(self, "nesterov")
-            return
         mu = self.momentum()
         v = self.state["velocity"]
         w = self.net.params.data

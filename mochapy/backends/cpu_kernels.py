@@ -1,0 +1,230 @@
+"""The CPU backend's compiled loops: kernels/cpu/*.c, built on first use with the machine's C
+compiler and cached, as the GPU backend builds kernels/*.cu with NVRTC.
+
+NumPy makes one pass over memory per operation. Adam over the poster net's 1.87M parameters is a
+dozen such passes, and the Gaussian reconstruction loss five; one compiled pass each, split over
+the cores (ctypes releases the GIL during a call), takes a fraction of the time. Without a C
+compiler, or with MOCHAPY_CPU_KERNELS=0, the CPU backend runs its NumPy paths, which compute the
+same values and are what the tests check these loops against.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import math
+import os
+import platform
+import shlex
+import subprocess
+import tempfile
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mochapy.backends.gpu_launch import SOLVER_METHODS, kernel_dir, segment_table
+
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-std=c99", "-fPIC",
+         "-shared")
+PARALLEL_MIN = 1 << 16  # arrays shorter than this run on the calling thread only
+LOSS_BLOCK = 4096  # elements per partial sum of a loss; fixed, so threads do not change totals
+ALIGN = LOSS_BLOCK  # thread boundaries fall on whole loss blocks
+
+_POINTER = ctypes.c_void_p
+_I64 = ctypes.c_int64
+_SIGNATURES = {
+    "solver_update": (ctypes.c_int, _POINTER, _POINTER, _POINTER, _POINTER, _I64, _I64, _POINTER,
+                      _POINTER, ctypes.c_int, _POINTER, ctypes.c_double),
+    "gaussian_recon_loss": (_POINTER, _POINTER, _POINTER, _I64, _I64, _I64, ctypes.c_double,
+                            ctypes.c_double, _POINTER, _POINTER, _POINTER),
+}
+_C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+
+
+class CPUKernelError(RuntimeError):
+    """The compiled loops could not be built or loaded (the NumPy paths are used instead)."""
+
+
+def sources() -> list[Path]:
+    return sorted((kernel_dir() / "cpu").glob("*.c"))
+
+
+def compiler() -> list[str]:
+    return shlex.split(os.environ.get("CC", "cc"))
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("MOCHAPY_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mochapy"
+    )
+    return Path(root) / "cpu-kernels"
+
+
+def _machine_key() -> bytes:
+    """What a -march=native binary depends on: the CPU's model and features, the compiler."""
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = "".join(line for line in f if line.startswith(("flags", "model name")))
+    except OSError:
+        cpu = platform.processor()
+    try:
+        version = subprocess.run([*compiler(), "--version"], capture_output=True, text=True,
+                                 timeout=30).stdout
+    except (OSError, subprocess.SubprocessError) as error:
+        raise CPUKernelError(f"no C compiler ({' '.join(compiler())}): {error}") from error
+    return (platform.machine() + cpu + version + " ".join(FLAGS)).encode()
+
+
+def build_library(folder: Path | None = None) -> Path:
+    """Compile every kernels/cpu/*.c into one shared library, reusing a cached build."""
+    files = sources()
+    if not files:
+        raise CPUKernelError(f"no C sources in {kernel_dir() / 'cpu'}")
+    digest = hashlib.sha256(_machine_key())
+    for path in files:
+        digest.update(path.name.encode() + path.read_bytes())
+    folder = folder or cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: build into a private temporary folder instead
+        folder = Path(tempfile.mkdtemp(prefix="mochapy-cpu-kernels-"))
+    library = folder / f"mochapy-cpu-{digest.hexdigest()[:20]}.so"
+    if library.exists():
+        return library
+    fd, partial = tempfile.mkstemp(dir=folder, suffix=".so.partial")
+    os.close(fd)
+    try:
+        done = subprocess.run([*compiler(), *FLAGS, *map(str, files), "-o", partial, "-lm"],
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            first = (done.stderr.strip().splitlines() or ["(no message)"])[0]
+            raise CPUKernelError(f"compiling {kernel_dir() / 'cpu'} failed: {first}")
+        os.replace(partial, library)  # atomic: concurrent builders each publish a whole file
+    except (OSError, subprocess.SubprocessError) as error:
+        raise CPUKernelError(f"compiling {kernel_dir() / 'cpu'} failed: {error}") from error
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return library
+
+
+def default_threads() -> int:
+    """MOCHAPY_NUM_THREADS, else the BLAS's OMP/OPENBLAS_NUM_THREADS, else the usable cores."""
+    for name in ("MOCHAPY_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class CPUKernels:
+    """The compiled loops of one library, run over `threads` threads."""
+
+    def __init__(self, library: Path, threads: int | None = None) -> None:
+        self.path = library
+        self.threads = max(1, threads or default_threads())
+        lib = ctypes.CDLL(str(library))
+        self._functions: dict[tuple[str, np.dtype], Any] = {}
+        for name, argtypes in _SIGNATURES.items():
+            for dtype, c_type in _C_TYPES.items():
+                function = getattr(lib, f"{name}_{c_type}")
+                function.argtypes = argtypes
+                function.restype = None
+                self._functions[name, dtype] = function
+        self._pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
+        self._segments: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        return f"CPUKernels({self.path.name}, threads={self.threads})"
+
+    def _parts(self, n: int) -> list[tuple[int, int]]:
+        count = self.threads if n >= PARALLEL_MIN else 1
+        step = math.ceil(math.ceil(n / count) / ALIGN) * ALIGN
+        return [(first, min(first + step, n)) for first in range(0, n, step)]
+
+    def _in_parallel(self, call: Callable[[int, int], None], n: int) -> None:
+        parts = self._parts(n)
+        pending = [self._pool.submit(call, *part) for part in parts[1:]] if self._pool else []
+        call(*parts[0])
+        for future in pending:
+            future.result()
+
+    # -- solvers ---------------------------------------------------------------------------------
+    def solver_update(self, solver: Any, method: str) -> None:
+        """Regularize and update every parameter of `solver`'s net (sgd, nesterov or adam)."""
+        store, cfg = solver.net.params, solver.config
+        table = self._segments.get(solver)
+        if table is None:
+            table = self._segments[solver] = segment_table(store.params.values(), cfg.regu_coef)
+        bounds, coefficients = table
+        step_lr = solver.learning_rate()
+        if method == "adam":
+            t = solver.iteration
+            step_lr *= math.sqrt(1 - cfg.beta2**t) / (1 - cfg.beta1**t)
+        hyper = np.array([solver.momentum(), cfg.beta1, cfg.beta2, cfg.epsilon])
+        states = [solver.state[name] for name in solver.state_names]
+        first, second = (states + [None])[:2]
+        function = self._functions["solver_update", store.data.dtype]
+        fixed = (_address(store.data), _address(store.grad), _address(first), _address(second))
+        tail = (bounds.ctypes.data, coefficients.ctypes.data, len(coefficients),
+                hyper.ctypes.data, step_lr)
+
+        def call(start: int, stop: int) -> None:
+            function(SOLVER_METHODS[method], *fixed, start, stop, *tail)
+
+        self._in_parallel(call, store.size)
+
+    # -- losses ----------------------------------------------------------------------------------
+    def gaussian_recon_loss(
+        self, mu: np.ndarray, sigma: np.ndarray, x: np.ndarray, scale: float, beta: float,
+        dmu: np.ndarray | None, dsigma: np.ndarray | None, block_sums: np.ndarray,
+    ) -> float:
+        """Sum of ((x - mu) / sigma)^2; with dmu and dsigma (both or neither) also the loss's
+        gradients, scaled by `scale` (and by sigma^(2 beta) for beta-NLL)."""
+        _check_contiguous(mu, sigma, x, dmu, dsigma)
+        if (dmu is None) != (dsigma is None):
+            raise ValueError("give both gradients or neither")
+        function = self._functions["gaussian_recon_loss", mu.dtype]
+        pointers = (_address(mu), _address(sigma), _address(x))
+        outputs = (_address(dmu), _address(dsigma), block_sums.ctypes.data)
+
+        def call(start: int, stop: int) -> None:
+            function(*pointers, start, stop, LOSS_BLOCK, scale, beta, *outputs)
+
+        self._in_parallel(call, mu.size)
+        return float(block_sums.sum())
+
+
+def loss_blocks(size: int) -> int:
+    """How many partial sums a loss over `size` elements needs (the length of `block_sums`)."""
+    return math.ceil(size / LOSS_BLOCK)
+
+
+def _address(array: np.ndarray | None) -> int | None:
+    return None if array is None else array.ctypes.data
+
+
+def _check_contiguous(*arrays: np.ndarray | None) -> None:
+    for array in arrays:
+        if array is not None and not array.flags.c_contiguous:
+            raise ValueError("the compiled CPU loops need C-contiguous arrays")
+
+
+@functools.cache
+def load() -> CPUKernels | str:
+    """The compiled loops (built once per process), or why they are not available."""
+    if os.environ.get("MOCHAPY_CPU_KERNELS", "1").strip().lower() in ("0", "false", "no", "off"):
+        return "switched off by MOCHAPY_CPU_KERNELS"
+    try:
+        return CPUKernels(build_library())
+    except (CPUKernelError, OSError, AttributeError) as error:
+        return (str(error).splitlines() or [type(error).__name__])[0]

@@ -1,0 +1,162 @@
+"""The CPU backend's compiled loops (kernels/cpu/*.c) against its NumPy paths, across threads,
+and how they are built, cached and switched off."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from mochapy.backends import CPUBackend, cpu_kernels
+from mochapy.errors import BackendError
+from mochapy.net import Net
+from mochapy.solvers import SolverConfig, make_solver
+
+WIDTH = 300  # 300 x 300 weights: over PARALLEL_MIN, so the loops split over threads
+
+
+@pytest.fixture(scope="module")
+def library() -> object:
+    loaded = cpu_kernels.load()
+    if isinstance(loaded, str):
+        pytest.skip(f"the compiled CPU loops are not available: {loaded}")
+    return loaded.path
+
+
+def solver_on(backend: CPUBackend, engine, method: str, **fields):
+    entries = [
+        {"type": "MemoryData", "name": "data", "tops": ["x", "y"], "batch_size": 4},
+        {"type": "InnerProduct", "name": "hidden", "bottoms": ["x"], "tops": ["h"],
+         "output_dim": WIDTH, "neuron": "ReLU", "weight_regu": {"type": "L1", "coefficient": 2.0},
+         "weight_init": {"type": "Gaussian", "std": 0.1}},
+        {"type": "InnerProduct", "name": "out", "bottoms": ["h"], "tops": ["pred"],
+         "output_dim": WIDTH, "bias_lr": 3.0, "weight_init": {"type": "Gaussian", "std": 0.1}},
+        {"type": "SquareLoss", "name": "loss", "bottoms": ["pred", "y"]},
+    ]
+    rng = np.random.default_rng(0)
+    data = {"data": {"x": rng.standard_normal((8, WIDTH)), "y": rng.standard_normal((8, WIDTH))}}
+    configs = [engine.make_config(e["type"], **{k: v for k, v in e.items() if k != "type"})
+               for e in entries]
+    net = Net("kernels", backend, configs, seed=3, memory_data=data)
+    config = SolverConfig(method=method, base_lr=0.01, momentum=0.8, regu_coef=0.01, **fields)
+    return make_solver(config, net)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("method", ["sgd", "nesterov", "adam"])
+def test_compiled_solver_update_matches_numpy(method, dtype, engine, library) -> None:
+    compiled = solver_on(CPUBackend(dtype, compiled=True), engine, method)
+    numpy = solver_on(CPUBackend(dtype, compiled=False), engine, method)
+    assert compiled.backend.kernels is not None and numpy.backend.kernels is None
+    for _ in range(5):
+        for solver in (compiled, numpy):
+            solver.net.forward_backward()
+            solver.update()
+    tolerance = {"float32": 1e-5, "float64": 1e-12}[dtype]
+    np.testing.assert_allclose(compiled.net.params.data, numpy.net.params.data,
+                               rtol=tolerance, atol=tolerance)
+    for name in compiled.state_names:
+        np.testing.assert_allclose(compiled.state[name], numpy.state[name],
+                                   rtol=tolerance, atol=tolerance * 1e-3)
+
+
+def random_recon_inputs(n: int, dtype: str, seed: int = 1) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    mu = rng.standard_normal(n).astype(dtype)
+    sigma = (0.05 + rng.random(n)).astype(dtype)
+    x = (mu + sigma * rng.standard_normal(n)).astype(dtype)
+    return mu, sigma, x
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_compiled_gaussian_recon_loss_matches_the_formula(beta, library) -> None:
+    kernels = cpu_kernels.CPUKernels(library, threads=2)
+    n = 3 * cpu_kernels.PARALLEL_MIN + 17  # a ragged last block and an uneven split
+    mu, sigma, x = random_recon_inputs(n, "float64")
+    dmu, dsigma = np.empty(n), np.empty(n)
+    sums = np.zeros(cpu_kernels.loss_blocks(n))
+    total = kernels.gaussian_recon_loss(mu, sigma, x, 0.25, beta, dmu, dsigma, sums)
+    z = (x - mu) / sigma
+    assert total == pytest.approx(np.sum(z * z), rel=1e-12)
+    weight = 0.25 * sigma ** (2 * beta)
+    np.testing.assert_allclose(dmu, -weight * z / sigma, rtol=1e-12)
+    np.testing.assert_allclose(dsigma, weight * (1 - z * z) / sigma, rtol=1e-12, atol=1e-13)
+    assert kernels.gaussian_recon_loss(mu, sigma, x, 0.25, beta, None, None, sums) == total
+    with pytest.raises(ValueError, match="both gradients or neither"):
+        kernels.gaussian_recon_loss(mu, sigma, x, 0.25, beta, dmu, None, sums)
+
+
+def test_results_do_not_depend_on_the_number_of_threads(library) -> None:
+    """Elementwise updates split anywhere; loss sums go per fixed block, then in order."""
+    one, three = (cpu_kernels.CPUKernels(library, threads=t) for t in (1, 3))
+    n = 5 * cpu_kernels.PARALLEL_MIN + 3
+    mu, sigma, x = random_recon_inputs(n, "float32")
+    results = []
+    for kernels in (one, three):
+        grads = np.empty(n, np.float32), np.empty(n, np.float32)
+        sums = np.zeros(cpu_kernels.loss_blocks(n))
+        total = kernels.gaussian_recon_loss(mu, sigma, x, 0.01, 0.0, *grads, sums)
+        results.append((total, *grads))
+    assert results[0][0] == results[1][0]
+    for a, b in zip(results[0][1:], results[1][1:], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_threads_split_big_arrays_on_aligned_boundaries(library) -> None:
+    kernels = cpu_kernels.CPUKernels(library, threads=3)
+    n = 10 * cpu_kernels.PARALLEL_MIN + 5
+    parts = kernels._parts(n)
+    assert len(parts) == 3 and parts[0][0] == 0 and parts[-1][1] == n
+    assert all(stop == start for (_, stop), (start, _) in zip(parts, parts[1:], strict=False))
+    assert all(start % cpu_kernels.ALIGN == 0 and start % cpu_kernels.LOSS_BLOCK == 0
+               for start, _ in parts)
+    assert kernels._parts(100) == [(0, 100)]  # small arrays stay on the calling thread
+
+
+def test_sources_compile_cleanly_with_warnings_as_errors(tmp_path) -> None:
+    for source in cpu_kernels.sources():
+        done = subprocess.run(
+            [*cpu_kernels.compiler(), *cpu_kernels.FLAGS, "-Wall", "-Wextra", "-Werror",
+             str(source), "-o", str(tmp_path / (source.stem + ".so"))],
+            capture_output=True, text=True,
+        )
+        assert done.returncode == 0, done.stderr
+
+
+def test_a_build_is_cached_and_reused(tmp_path, monkeypatch, library) -> None:
+    built = cpu_kernels.build_library(tmp_path)
+    assert built.parent == tmp_path and built.exists()
+    stamp = built.stat().st_mtime_ns
+    assert cpu_kernels.build_library(tmp_path) == built
+    assert built.stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [built.name]  # no partial files left
+
+
+def test_a_failed_build_says_why_in_one_line(tmp_path, monkeypatch) -> None:
+    fake = tmp_path / "cc"
+    fake.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then echo fake; exit 0; fi\n"
+                    "echo 'error: no compiler here' >&2\necho 'second line' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CC", str(fake))
+    with pytest.raises(cpu_kernels.CPUKernelError, match="failed: error: no compiler here$"):
+        cpu_kernels.build_library(tmp_path / "cache")
+    assert not [p for p in (tmp_path / "cache").iterdir()]  # the partial output is removed
+
+
+def test_without_the_loops_the_backend_uses_numpy_or_refuses_when_asked(monkeypatch) -> None:
+    monkeypatch.setattr(cpu_kernels, "load", lambda: "no C compiler (cc)")
+    backend = CPUBackend()
+    assert backend.kernels is None and "NumPy loops (no C compiler (cc))" in repr(backend)
+    with pytest.raises(BackendError, match="compiled CPU loops are not available: no C comp"):
+        CPUBackend(compiled=True)
+
+
+def test_the_environment_switches_the_loops_off(monkeypatch) -> None:
+    monkeypatch.setenv("MOCHAPY_CPU_KERNELS", "0")
+    cpu_kernels.load.cache_clear()
+    try:
+        assert cpu_kernels.load() == "switched off by MOCHAPY_CPU_KERNELS"
+        assert CPUBackend().kernels is None
+    finally:
+        cpu_kernels.load.cache_clear()
