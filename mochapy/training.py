@@ -259,7 +259,7 @@ class Trainer:
                 self.log(f"resuming {self.config.name} from iteration {resumed_from}")
             self.log(
                 f"training {self.config.name}: {self.net.n_params:,} parameters, backend "
-                f"{self.backend.kind}, {self.max_iter} iterations -> {self.out_dir}"
+                f"{self.backend.describe()}, {self.max_iter} iterations -> {self.out_dir}"
             )
             interrupted: list[int] = []
             # NaN/Inf is caught and reported as one DivergenceError, without NumPy warnings.
@@ -366,6 +366,7 @@ class Trainer:
             "wall_seconds_this_session": round(wall, 3),
             "iters_per_sec_this_session": round(self.iters_per_sec(), 2),
             "backend": self.backend.kind,
+            "backend_detail": self.backend.describe(),
             "dtype": self.backend.dtype.name,
             "n_params": self.net.n_params,
             "final_train_loss": self.lounge.last("train/loss"),

@@ -41,6 +41,10 @@ class Backend:
     def all_finite(self, array: Any) -> bool:
         return bool(self.xp.isfinite(array).all())
 
+    def describe(self) -> str:
+        """The backend in a few words, for logs and training.json."""
+        return self.kind
+
     def synchronize(self) -> None:
         """Wait for queued device work (a no-op on the CPU)."""
 

@@ -37,5 +37,8 @@ class CPUBackend(Backend):
     def __repr__(self) -> str:
         return f"CPUBackend({self.dtype.name}, {self.loops})"
 
+    def describe(self) -> str:
+        return f"cpu ({self.loops})"
+
     def to_host(self, array: np.ndarray) -> np.ndarray:
         return array

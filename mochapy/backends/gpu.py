@@ -60,6 +60,9 @@ class GPUBackend(Backend):
         self._engines: dict[str, Any] = {}
         self._engine: Any = None
 
+    def describe(self) -> str:
+        return f"gpu ({self.device_name})"
+
     # -- arrays ----------------------------------------------------------------------------------
     def from_host(self, array: np.ndarray, dtype: Any = None) -> Any:
         host = np.ascontiguousarray(array, dtype=dtype or self.dtype)

@@ -56,19 +56,23 @@ class InnerProductLayer(Layer):
         # The pre-activation is kept so the neuron's backward can see its input.
         self.pre = self.backend.empty((n, cfg.output_dim))
         self.dpre = self.backend.empty((n, cfg.output_dim))
+        # On the CPU an Identity neuron works in place: no copies of y and its gradient.
+        self.in_place = isinstance(cfg.neuron, Identity)
 
     def _forward_cpu(self) -> None:
-        np.matmul(self.bottoms[0].flat(), self.weight.data, out=self.pre)
-        self.pre += self.bias.data
-        self.config.neuron.forward(self.backend, self.pre, self.y.data)
+        pre = self.y.data if self.in_place else self.pre
+        np.matmul(self.bottoms[0].flat(), self.weight.data, out=pre)
+        pre += self.bias.data
+        self.config.neuron.forward(self.backend, pre, self.y.data)
 
     def _backward_cpu(self) -> None:
         x = self.bottoms[0]
-        self.config.neuron.backward(self.backend, self.pre, self.y.data, self.y.diff, self.dpre)
-        np.matmul(x.flat().T, self.dpre, out=self.weight.grad)
-        np.sum(self.dpre, axis=0, out=self.bias.grad)
+        dpre = self.y.diff if self.in_place else self.dpre
+        self.config.neuron.backward(self.backend, self.pre, self.y.data, self.y.diff, dpre)
+        np.matmul(x.flat().T, dpre, out=self.weight.grad)
+        np.sum(dpre, axis=0, out=self.bias.grad)
         if x.diff is not None:
-            np.matmul(self.dpre, self.weight.data.T, out=x.flat_diff())
+            np.matmul(dpre, self.weight.data.T, out=x.flat_diff())
 
     def _forward_gpu(self) -> None:
         self.backend.gemm(self.bottoms[0].flat(), self.weight.data, self.pre)
