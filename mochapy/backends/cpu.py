@@ -32,7 +32,8 @@ class CPUBackend(Backend):
                 self.loops = f"NumPy loops ({loaded})"
             else:
                 self.kernels = loaded
-                self.loops = f"compiled loops, {loaded.threads} thread{'s' if loaded.threads > 1 else ''}"
+                plural = "s" if loaded.threads > 1 else ""
+                self.loops = f"compiled loops, {loaded.threads} thread{plural}"
 
     def __repr__(self) -> str:
         return f"CPUBackend({self.dtype.name}, {self.loops})"
