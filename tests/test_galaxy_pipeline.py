@@ -27,7 +27,7 @@ from mochapy.runs import read_weights
 
 REPO = Path(__file__).resolve().parents[1]
 MAIN_JOB = REPO / "examples" / "galaxy_vae.yaml"
-SHIPPED_RUN = REPO / "results" / "galaxy_vae_full"
+SHIPPED_RUNS = {"galaxy_vae_full": 8, "galaxy_vae_z32": 32}  # run -> its latent dimension
 TINY_SIZES = "train=200,heldout=50,valid=100,train-large=200"
 HELDOUT_IMAGES = 50
 STAGE_ITERATIONS = {"mean": 30, "sd": 20}
@@ -270,17 +270,19 @@ def test_figures_command_refuses_a_non_run(exists: bool, tiny_data: Path, tmp_pa
     assert not (tmp_path / "figs").exists()
 
 
-def test_shipped_full_run_loads_and_evaluates(tiny_data: Path) -> None:
-    if not SHIPPED_RUN.exists():
-        pytest.skip(f"{SHIPPED_RUN} is not in this checkout yet (the shipped full run)")
-    assert (SHIPPED_RUN / "metrics.json").is_file(), "the shipped run lacks its metrics.json"
-    metrics = json.loads((SHIPPED_RUN / "metrics.json").read_text())
+@pytest.mark.parametrize("name", sorted(SHIPPED_RUNS))
+def test_shipped_runs_load_and_evaluate(name: str, tiny_data: Path) -> None:
+    shipped = REPO / "results" / name
+    if not shipped.exists():
+        pytest.skip(f"{shipped} is not in this checkout yet")
+    assert (shipped / "metrics.json").is_file(), "the shipped run lacks its metrics.json"
+    metrics = json.loads((shipped / "metrics.json").read_text())
     for key in SUMMARY_KEYS:
         assert key in metrics, key
     assert metrics["published"] == PUBLISHED
 
-    model = GalaxyVAE.load(str(SHIPPED_RUN))
-    assert model.image_shape == (1, 69, 69) and model.latent_dim == 8
+    model = GalaxyVAE.load(str(shipped))
+    assert model.image_shape == (1, 69, 69) and model.latent_dim == SHIPPED_RUNS[name]
     summary = evaluate(model, load("builtin:heldout"), elbo_samples=1).summary
     for key in SUMMARY_KEYS:
         assert key in summary, key
