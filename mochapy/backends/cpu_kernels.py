@@ -166,10 +166,7 @@ class CPUKernels:
         if table is None:
             table = self._segments[solver] = segment_table(store.params.values(), cfg.regu_coef)
         bounds, coefficients = table
-        step_lr = solver.learning_rate()
-        if method == "adam":
-            t = solver.iteration
-            step_lr *= math.sqrt(1 - cfg.beta2**t) / (1 - cfg.beta1**t)
+        step_lr = solver.learning_rate() * solver.bias_correction()
         hyper = np.array([solver.momentum(), cfg.beta1, cfg.beta2, cfg.epsilon])
         states = [solver.state[name] for name in solver.state_names]
         first, second = (states + [None])[:2]

@@ -15,10 +15,13 @@ class Adam(Solver):
 
     state_names = ("m", "v")
 
+    def bias_correction(self) -> float:
+        cfg, t = self.config, self.iteration
+        return math.sqrt(1 - cfg.beta2**t) / (1 - cfg.beta1**t)
+
     def step(self, lr: float) -> None:
         cfg = self.config
-        t = self.iteration
-        lr_t = lr * math.sqrt(1 - cfg.beta2**t) / (1 - cfg.beta1**t)
+        lr_t = lr * self.bias_correction()
         g, m, v = self.net.params.grad, self.state["m"], self.state["v"]
         work = self.work
         m *= cfg.beta1

@@ -103,6 +103,10 @@ class Solver(ABC):
         it = self.iteration if iteration is None else iteration
         return self.config.lr_policy.rate(self.config.base_lr, it)
 
+    def bias_correction(self) -> float:
+        """Factor on the learning rate for this update (1 here; Adam's moment correction)."""
+        return 1.0
+
     def momentum(self) -> float:
         return self.config.mom_policy.momentum(self.config.momentum, self.iteration)
 
