@@ -69,22 +69,25 @@ def random_recon_inputs(n: int, dtype: str, seed: int = 1) -> tuple[np.ndarray, 
     return mu, sigma, x
 
 
-@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
-def test_compiled_gaussian_recon_loss_matches_the_formula(beta, library) -> None:
+@pytest.mark.parametrize(("beta", "mean_inv_var"), [(0.0, 0.0), (0.5, 0.0), (1.0, 0.0),
+                                                    (0.0, 16.0)])
+def test_compiled_gaussian_recon_loss_matches_the_formula(beta, mean_inv_var, library) -> None:
     kernels = cpu_kernels.CPUKernels(library, threads=2)
     n = 3 * cpu_kernels.PARALLEL_MIN + 17  # a ragged last block and an uneven split
     mu, sigma, x = random_recon_inputs(n, "float64")
     dmu, dsigma = np.empty(n), np.empty(n)
     sums = np.zeros(cpu_kernels.loss_blocks(n))
-    total = kernels.gaussian_recon_loss(mu, sigma, x, 0.25, beta, dmu, dsigma, sums)
+    options = (0.25, beta, mean_inv_var)
+    total = kernels.gaussian_recon_loss(mu, sigma, x, *options, dmu, dsigma, sums)
     z = (x - mu) / sigma
     assert total == pytest.approx(np.sum(z * z), rel=1e-12)
     weight = 0.25 * sigma ** (2 * beta)
-    np.testing.assert_allclose(dmu, -weight * z / sigma, rtol=1e-12)
+    dmu_expected = 0.25 * (mu - x) * mean_inv_var if mean_inv_var else -weight * z / sigma
+    np.testing.assert_allclose(dmu, dmu_expected, rtol=1e-12)
     np.testing.assert_allclose(dsigma, weight * (1 - z * z) / sigma, rtol=1e-12, atol=1e-13)
-    assert kernels.gaussian_recon_loss(mu, sigma, x, 0.25, beta, None, None, sums) == total
+    assert kernels.gaussian_recon_loss(mu, sigma, x, *options, None, None, sums) == total
     with pytest.raises(ValueError, match="both gradients or neither"):
-        kernels.gaussian_recon_loss(mu, sigma, x, 0.25, beta, dmu, None, sums)
+        kernels.gaussian_recon_loss(mu, sigma, x, *options, dmu, None, sums)
 
 
 def test_results_do_not_depend_on_the_number_of_threads(library) -> None:
@@ -96,7 +99,7 @@ def test_results_do_not_depend_on_the_number_of_threads(library) -> None:
     for kernels in (one, three):
         grads = np.empty(n, np.float32), np.empty(n, np.float32)
         sums = np.zeros(cpu_kernels.loss_blocks(n))
-        total = kernels.gaussian_recon_loss(mu, sigma, x, 0.01, 0.0, *grads, sums)
+        total = kernels.gaussian_recon_loss(mu, sigma, x, 0.01, 0.0, 0.0, *grads, sums)
         results.append((total, *grads))
     assert results[0][0] == results[1][0]
     for a, b in zip(results[0][1:], results[1][1:], strict=True):

@@ -153,6 +153,29 @@ def test_gaussian_recon_loss_beta_weights_gradients_by_sigma_to_two_beta(beta, r
                                    rtol=1e-13)
 
 
+def test_gaussian_recon_loss_mean_sd_fixes_the_means_gradient_only(rng, engine) -> None:
+    """mean_sd: dmu is squared error's at that sd, dsigma and the loss are the likelihood's."""
+    n, weight, mean_sd = 3, 0.4, 0.25
+    bottoms = {"mu": rng.normal(size=(n, 6)), "sigma": rng.uniform(0.3, 2.0, size=(n, 6)),
+               "x": rng.normal(size=(n, 6))}
+
+    def run(**options):
+        config = engine.make_config("GaussianReconLoss", name="recon",
+                                    bottoms=["mu", "sigma", "x"], weight=weight, **options)
+        harness = engine.LayerHarness(config, bottoms, grad_bottoms=("mu", "sigma"))
+        return harness.objective(), harness.gradients()
+
+    plain_loss, plain = run()
+    loss, grads = run(mean_sd=mean_sd)
+    assert loss == pytest.approx(plain_loss, rel=1e-12)
+    residual = bottoms["mu"] - bottoms["x"]
+    np.testing.assert_allclose(grads["mu"], weight / n * residual / mean_sd**2, rtol=1e-13)
+    np.testing.assert_allclose(grads["sigma"], plain["sigma"], rtol=1e-13)
+    with pytest.raises(ConfigError, match="mean_sd.*excludes beta"):
+        engine.make_config("GaussianReconLoss", name="recon", bottoms=["mu", "sigma", "x"],
+                           beta=0.5, mean_sd=0.1)
+
+
 def kl_closed_form(mu: np.ndarray, sigma: np.ndarray) -> float:
     """KL(N(mu, sigma^2) || N(0, 1)) summed: log(1/sigma) + (sigma^2 + mu^2)/2 - 1/2."""
     return float(np.sum(-np.log(sigma) + (sigma**2 + mu**2) / 2 - 0.5))

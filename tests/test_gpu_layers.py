@@ -94,10 +94,10 @@ def test_power(engine: Any, gpu: Any, rng: np.random.Generator):
     compare(engine, gpu, config, {"x": rng.uniform(0.1, 1.0, size=(10, 7))})
 
 
-@pytest.mark.parametrize("beta", [0.0, 0.5])
-def test_gaussian_recon_loss(engine: Any, gpu: Any, beta: float, rng: np.random.Generator):
+@pytest.mark.parametrize("options", [{}, {"beta": 0.5}, {"mean_sd": 0.3}])
+def test_gaussian_recon_loss(engine: Any, gpu: Any, options: dict, rng: np.random.Generator):
     config = engine.make_config("GaussianReconLoss", name="recon", bottoms=["mu", "sigma", "x"],
-                                weight=0.7, beta=beta)
+                                weight=0.7, **options)
     bottoms = {"mu": rng.normal(size=(100, 4761)), "sigma": rng.uniform(0.2, 2, size=(100, 4761)),
                "x": rng.normal(size=(100, 4761))}
     compare(engine, gpu, config, bottoms, grad_bottoms=("mu", "sigma"))

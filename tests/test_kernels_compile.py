@@ -327,7 +327,7 @@ def test_every_launch_passes_what_the_kernel_signature_takes(dtype: str):
     kernels.elementwise_backward("Multiply", x, x, x, x, None, x)
     kernels.power_forward(x, 2.0, 0.5, 1.5, x, x)
     kernels.power_backward(x, 2.0, 1.5, x, x)
-    kernels.gaussian_recon_loss(x, x, x, 0.01, 0.5, loss, x, None)
+    kernels.gaussian_recon_loss(x, x, x, 0.01, 0.5, 0.0, loss, x, None)
     kernels.gaussian_kl_loss(x, x, 0.01, loss, None, x)
     kernels.square_loss(x, x, 0.01, loss, x, x)
     kernels.philox_normal(x, kernels.random_state(7))

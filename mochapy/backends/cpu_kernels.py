@@ -41,7 +41,7 @@ _SIGNATURES = {
     "solver_update": (ctypes.c_int, _POINTER, _POINTER, _POINTER, _POINTER, _I64, _I64, _POINTER,
                       _POINTER, ctypes.c_int, _POINTER, ctypes.c_double),
     "gaussian_recon_loss": (_POINTER, _POINTER, _POINTER, _I64, _I64, _I64, ctypes.c_double,
-                            ctypes.c_double, _POINTER, _POINTER, _POINTER),
+                            ctypes.c_double, ctypes.c_double, _POINTER, _POINTER, _POINTER),
 }
 _C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
@@ -183,10 +183,12 @@ class CPUKernels:
     # -- losses ----------------------------------------------------------------------------------
     def gaussian_recon_loss(
         self, mu: np.ndarray, sigma: np.ndarray, x: np.ndarray, scale: float, beta: float,
-        dmu: np.ndarray | None, dsigma: np.ndarray | None, block_sums: np.ndarray,
+        mean_inv_var: float, dmu: np.ndarray | None, dsigma: np.ndarray | None,
+        block_sums: np.ndarray,
     ) -> float:
         """Sum of ((x - mu) / sigma)^2; with dmu and dsigma (both or neither) also the loss's
-        gradients, scaled by `scale` (and by sigma^(2 beta) for beta-NLL)."""
+        gradients, scaled by `scale` (and by sigma^(2 beta) for beta-NLL); mean_inv_var > 0 gives
+        dmu at that fixed inverse variance instead of sigma's."""
         _check_contiguous(mu, sigma, x, dmu, dsigma)
         if (dmu is None) != (dsigma is None):
             raise ValueError("give both gradients or neither")
@@ -195,7 +197,7 @@ class CPUKernels:
         outputs = (_address(dmu), _address(dsigma), block_sums.ctypes.data)
 
         def call(start: int, stop: int) -> None:
-            function(*pointers, start, stop, LOSS_BLOCK, scale, beta, *outputs)
+            function(*pointers, start, stop, LOSS_BLOCK, scale, beta, mean_inv_var, *outputs)
 
         self._in_parallel(call, mu.size)
         return float(block_sums.sum())

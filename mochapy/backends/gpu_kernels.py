@@ -229,13 +229,15 @@ class KernelLibrary:
 
     # -- losses: value, gradients and reduction in one launch -------------------------------------
     def gaussian_recon_loss(
-        self, mu: Any, sigma: Any, x: Any, scale: float, beta: float, loss: Any,
-        dmu: Any | None, dsigma: Any | None,
+        self, mu: Any, sigma: Any, x: Any, scale: float, beta: float, mean_inv_var: float,
+        loss: Any, dmu: Any | None, dsigma: Any | None,
     ) -> None:
-        """Loss into loss[0]; gradients (times sigma^(2 beta), beta-NLL) where not None."""
+        """Loss into loss[0]; gradients (times sigma^(2 beta), beta-NLL; dmu at a fixed inverse
+        variance where mean_inv_var > 0) where not None."""
         self._reduce(
             "gaussian_recon_loss.cu", "gaussian_recon_loss<{T}>", mu.size,
-            (mu, sigma, x, self.scalar(scale), self.scalar(beta), loss, dmu, dsigma,
+            (mu, sigma, x, self.scalar(scale), self.scalar(beta), self.scalar(mean_inv_var),
+             loss, dmu, dsigma,
              np.int64(mu.size)),
         )
 

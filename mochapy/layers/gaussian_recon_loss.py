@@ -7,6 +7,12 @@ bottoms [mu, sigma, x], sigma a standard deviation, n the batch size, w the weig
 `beta` > 0 gives the beta-NLL gradients of Seitzer et al. (2022): both gradients are multiplied by
 sigma^(2 beta), held constant. With beta = 1 the mean learns as under squared error, whatever the
 sd, so a large sd cannot stop the mean from fitting bright pixels; the loss value is unchanged.
+
+`mean_sd` > 0 decouples the two heads instead: the mean's gradient is taken as if every sigma were
+mean_sd, dmu = w/n (mu - x) / mean_sd^2 (squared error at a fixed sd), while sigma keeps its
+likelihood gradient. Layers shared by both heads (the decoder's hidden layers, the encoder) then
+learn what predicts each image's sd, such as its noise level, without the sd steering the mean
+towards the faint background. The loss value is unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ LOG_2PI = math.log(2 * math.pi)
 class GaussianReconLossConfig(LayerConfig):
     weight: float = 1.0
     beta: float = 0.0
+    mean_sd: float = 0.0
 
     type_name = "GaussianReconLoss"
     has_loss = True
@@ -38,6 +45,9 @@ class GaussianReconLossConfig(LayerConfig):
     def validate(self) -> None:
         super().validate()
         self.require(0.0 <= self.beta <= 1.0, "beta", "must lie in [0, 1]")
+        self.require(self.mean_sd >= 0.0, "mean_sd", "must be positive (0: off)")
+        self.require(not (self.beta and self.mean_sd), "mean_sd",
+                     "excludes beta (both reweight the mean's gradient)")
 
 
 class GaussianReconLossLayer(Layer):
@@ -55,6 +65,7 @@ class GaussianReconLossLayer(Layer):
         self.inv_var = self.backend.empty(shape)
         self.pixel_weight = self.backend.empty(shape) if self.config.beta else None
         self.scale = self.config.weight / mu.batch_size
+        self.mean_inv_var = self.config.mean_sd**-2 if self.config.mean_sd else 0.0
         self.loss_value = self.backend.zeros(1)
         if self.backend.kind == "cpu" and self.backend.kernels is not None:
             self.block_sums = np.zeros(loss_blocks(self.residual.size))
@@ -82,8 +93,8 @@ class GaussianReconLossLayer(Layer):
         if (dmu is None) != (dsigma is None):  # the loop writes both or neither
             dmu, dsigma = (self.residual if d is None else d for d in (dmu, dsigma))
         weighted_sq = self.backend.kernels.gaussian_recon_loss(
-            mu.flat(), sigma.flat(), x.flat(), self.scale, self.config.beta, dmu, dsigma,
-            self.block_sums,
+            mu.flat(), sigma.flat(), x.flat(), self.scale, self.config.beta, self.mean_inv_var,
+            dmu, dsigma, self.block_sums,
         )
         log_sigma_sum = float(np.log(sigma.flat(), out=self.residual).sum())
         total = self.residual.size * LOG_2PI + 2 * log_sigma_sum + weighted_sq
@@ -97,8 +108,11 @@ class GaussianReconLossLayer(Layer):
         weight = self._beta_weight() if self.config.beta else None
         if mu_blob.diff is not None:
             d = mu_blob.flat_diff()
-            np.multiply(r, inv_var, out=d)
-            d *= -s
+            if self.mean_inv_var:
+                np.multiply(r, -s * self.mean_inv_var, out=d)
+            else:
+                np.multiply(r, inv_var, out=d)
+                d *= -s
             if weight is not None:
                 d *= weight
         if sigma_blob.diff is not None:
@@ -120,7 +134,8 @@ class GaussianReconLossLayer(Layer):
         # One kernel computes the loss and, in training, both gradients (backward has no work).
         mu, sigma, x = self.bottoms
         self.backend.kernels.gaussian_recon_loss(
-            mu.flat(), sigma.flat(), x.flat(), self.scale, self.config.beta, self.loss_value,
+            mu.flat(), sigma.flat(), x.flat(), self.scale, self.config.beta, self.mean_inv_var,
+            self.loss_value,
             None if mu.diff is None else mu.flat_diff(),
             None if sigma.diff is None else sigma.flat_diff(),
         )
