@@ -64,6 +64,21 @@ def test_the_examples_parse(example, engine) -> None:
     assert config.layers and config.solver.max_iter > 0
 
 
+@pytest.mark.parametrize(("experiment", "latent_dim", "mean_sd"), [
+    ("galaxy_vae_z32.yaml", 32, 0.0),
+    ("galaxy_vae_z32_joint.yaml", 32, 0.02),
+    ("galaxy_vae_z64_joint.yaml", 64, 0.02),
+])
+def test_the_experiment_nets_parse(experiment, latent_dim, mean_sd, engine) -> None:
+    """Each stage of the experiments' staged nets, with what sets it apart from the poster's."""
+    config = load_config(str(engine.examples.parent / "experiments" / experiment))
+    for stage in config.stages:
+        layers = {c.name: c for c in stage.config.layers}
+        assert layers["z_mu"].output_dim == layers["z_sigma"].output_dim == latent_dim
+        if stage.name != "sd":
+            assert layers["recon"].mean_sd == mean_sd
+
+
 CASES = [
     # (raw, exception, fragments the one line must contain)
     (edited(layers=GOOD["layers"] + [{"type": "Convolution", "name": "conv"}]), ConfigError,
