@@ -1,0 +1,58 @@
+"""experiments/sd_calibration.py: scaled likelihood, best per-image scale, noise, R^2."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from galaxy_model import metrics
+
+SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "sd_calibration.py"
+spec = importlib.util.spec_from_file_location("sd_calibration", SCRIPT)
+sd_calibration = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sd_calibration)
+
+
+@pytest.fixture
+def images() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(3)
+    mean = rng.uniform(0, 1, size=(5, 1, 9, 9))
+    sd = rng.uniform(0.05, 0.3, size=mean.shape)
+    x = mean + sd * rng.standard_normal(mean.shape) * rng.uniform(0.5, 2.0, size=(5, 1, 1, 1))
+    return x, mean, sd
+
+
+def test_unscaled_loglik_is_the_diagonal_gaussian_one(images) -> None:
+    x, mean, sd = images
+    np.testing.assert_allclose(sd_calibration.loglik_scaled(x, mean, sd, 1.0),
+                               metrics.diag_gaussian_loglik(x, mean, sd), rtol=1e-10)
+    np.testing.assert_allclose(sd_calibration.loglik_scaled(x, mean, sd, 1.7),
+                               metrics.diag_gaussian_loglik(x, mean, 1.7 * sd), rtol=1e-10)
+
+
+def test_each_images_best_scale_beats_a_scan(images) -> None:
+    x, mean, sd = images
+    best = np.sqrt(sd_calibration.per_image_z2(x, mean, sd))
+    at_best = sd_calibration.loglik_scaled(x, mean, sd, best)
+    for t in np.linspace(0.2, 4.0, 400):
+        assert np.all(at_best >= sd_calibration.loglik_scaled(x, mean, sd, t) - 1e-9)
+
+
+def test_noise_estimate_reads_the_white_noise_on_a_mostly_sky_stamp() -> None:
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:69, :69]
+    galaxy = np.exp(-((xx - 34) ** 2 + (yy - 34) ** 2) / 50.0)  # mostly sky, as a stamp
+    sigmas = np.array([0.01, 0.03, 0.1])
+    x = galaxy + sigmas[:, None, None] * rng.standard_normal((3, 69, 69))
+    np.testing.assert_allclose(sd_calibration.noise_estimate(x[:, None]), sigmas, rtol=0.15)
+
+
+def test_held_out_r2_is_one_for_a_linear_target_and_near_zero_for_noise() -> None:
+    rng = np.random.default_rng(5)
+    features = rng.standard_normal((400, 3))
+    assert sd_calibration.held_out_r2(features, features @ [1.0, -2.0, 0.5] + 3) == (
+        pytest.approx(1.0))
+    assert abs(sd_calibration.held_out_r2(features, rng.standard_normal(400))) < 0.05
