@@ -67,7 +67,7 @@ def test_the_examples_parse(example, engine) -> None:
 @pytest.mark.parametrize(("experiment", "latent_dim", "mean_sd"), [
     ("galaxy_vae_z32.yaml", 32, 0.0),
     ("galaxy_vae_z32_joint.yaml", 32, 0.02),
-    ("galaxy_vae_z64_joint.yaml", 64, 0.02),
+    ("galaxy_vae_z32_rejoint.yaml", 32, 0.02),
 ])
 def test_the_experiment_nets_parse(experiment, latent_dim, mean_sd, engine) -> None:
     """Each stage of the experiments' staged nets, with what sets it apart from the poster's."""
