@@ -35,16 +35,6 @@ def per_image_z2(x: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
     return np.mean(z * z, axis=1)
 
 
-def loglik_scaled(x: np.ndarray, mean: np.ndarray, sd: np.ndarray,
-                  scale: np.ndarray | float) -> np.ndarray:
-    """log N(x; mean, (scale sd)^2) summed per image; `scale` one number or one per image."""
-    n = x[0].size
-    scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), (len(x),))
-    z2 = per_image_z2(x, mean, sd) * n
-    log_sd = np.log(sd.astype(np.float64)).reshape(len(x), -1).sum(axis=1)
-    return -0.5 * n * np.log(2 * np.pi) - log_sd - n * np.log(scale) - 0.5 * z2 / scale**2
-
-
 def noise_estimate(x: np.ndarray) -> np.ndarray:
     """Each image's pixel noise, from the median absolute deviation of horizontal differences
     (sqrt(2) sigma for white noise; smooth galaxy light barely moves it)."""
@@ -77,7 +67,9 @@ def analyse(run_dir: str, data: str) -> dict:
     x64 = x.astype(np.float64)
 
     def wins(scale: np.ndarray | float) -> float:
-        return float(np.mean(loglik_scaled(x64, recon.mean, recon.sd, scale) > best_sigma))
+        """Likelihood wins with every f_sigma times `scale` (one number, or one per image)."""
+        scaled = recon.sd * np.reshape(scale, (-1,) + (1,) * (x.ndim - 1))
+        return float(np.mean(metrics.diag_gaussian_loglik(x64, recon.mean, scaled) > best_sigma))
 
     best_t2 = per_image_z2(x64, recon.mean, recon.sd)
     level = np.log(best_t2)

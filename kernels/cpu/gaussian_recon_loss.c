@@ -3,8 +3,8 @@
 //   block_sums[b] = sum over block b of (x - mu)^2 / sigma^2      (blocks of `block` elements)
 //   dmu = s (mu - x) / sigma^2,   dsigma = s (1 / sigma - (x - mu)^2 / sigma^3)
 // each gradient times sigma^(2 beta) for beta-NLL (beta > 0); with mean_inv_var > 0 instead
-// dmu = s (mu - x) mean_inv_var (the mean's gradient at a fixed sd). dmu and dsigma are both given or
-// both NULL (the loss only). Each case has its own loop, so the common ones vectorise.
+// dmu = s (mu - x) mean_inv_var (the mean's gradient at a fixed sd). dmu and dsigma are both given
+// or both NULL (the loss only). Each case has its own loop, so the common ones vectorise.
 // Sums go per fixed block, so the loss does not depend on how threads split the elements.
 // The sum of log sigma stays in NumPy, whose vectorised log is faster than libm's.
 #include <math.h>
