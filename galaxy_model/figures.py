@@ -276,6 +276,13 @@ def _panel_order(name: str) -> tuple[bool, str]:
     return "loss" not in quantity, name
 
 
+def phase_colours(panels: dict[str, list[tuple[str, np.ndarray]]]) -> dict[str, str]:
+    """One colour per phase ("train", "sd/train", ...) in every panel, so a line can be followed
+    from one quantity to the next."""
+    phases = dict.fromkeys(phase for curves in panels.values() for phase, _ in curves)
+    return {phase: f"C{index % 10}" for index, phase in enumerate(phases)}
+
+
 def plot_training_curves(stats: dict[str, np.ndarray], out_png: str | os.PathLike) -> Path:
     """Training statistics against iteration: one panel per quantity, one line per phase.
 
@@ -295,12 +302,14 @@ def plot_training_curves(stats: dict[str, np.ndarray], out_png: str | os.PathLik
         panels.setdefault(quantity, []).append((phase or quantity, series))
     if not panels:
         raise DataError("stats: no statistics to plot")
+    colours = phase_colours(panels)
     figure = Figure(figsize=(7, 2.6 * len(panels) + 0.3), layout="constrained")
     axes = figure.subplots(len(panels), 1, squeeze=False, sharex=True)[:, 0]
     for ax, (quantity, curves) in zip(axes, panels.items(), strict=True):
         for phase, series in curves:
             marker = "o" if len(series) <= 50 else None
-            ax.plot(series[:, 0], series[:, 1], label=phase, marker=marker, markersize=3)
+            ax.plot(series[:, 0], series[:, 1], label=phase, marker=marker, markersize=3,
+                    color=colours[phase])
         limits = _robust_ylim([series[:, 1] for _, series in curves])
         if limits is not None:
             ax.set_ylim(*limits)

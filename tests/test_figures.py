@@ -92,6 +92,14 @@ def test_training_curves_from_a_statistics_file(tmp_path):
         figures.read_statistics(tmp_path / "missing.h5")
 
 
+def test_each_phase_keeps_its_colour_in_every_panel():
+    series = np.zeros((3, 2))
+    panels = {"loss": [("mean/train", series), ("mean/validation", series), ("sd/train", series)],
+              "learning_rate": [("mean/train", series), ("sd/train", series)]}
+    colours = figures.phase_colours(panels)
+    assert colours == {"mean/train": "C0", "mean/validation": "C1", "sd/train": "C2"}
+
+
 def test_residual_comparison(tmp_path):
     x = blobs(8)
     recon_mu = x * 0.95
