@@ -63,13 +63,12 @@ def analyse(run_dir: str, data: str) -> dict:
     z_mu, _ = model.encode(x)
     recon = model.decode(z_mu)
     baseline = fit_gaussian2d(x).model.reshape(x.shape)
-    best_sigma = metrics.best_sigma_gaussian_loglik(x, baseline)
     x64 = x.astype(np.float64)
 
     def wins(scale: np.ndarray | float) -> float:
         """Likelihood wins with every f_sigma times `scale` (one number, or one per image)."""
         scaled = recon.sd * np.reshape(scale, (-1,) + (1,) * (x.ndim - 1))
-        return float(np.mean(metrics.diag_gaussian_loglik(x64, recon.mean, scaled) > best_sigma))
+        return float(np.mean(metrics.likelihood_win(x64, recon.mean, scaled, baseline)))
 
     best_t2 = per_image_z2(x64, recon.mean, recon.sd)
     level = np.log(best_t2)
