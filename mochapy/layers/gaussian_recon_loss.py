@@ -10,7 +10,7 @@ sd, so a large sd cannot stop the mean from fitting bright pixels; the loss valu
 
 `mean_sd` > 0 decouples the two heads instead: the mean's gradient is taken as if every sigma were
 mean_sd, dmu = w/n (mu - x) / mean_sd^2 (squared error at a fixed sd), while sigma keeps its
-likelihood gradient. Layers shared by both heads (the decoder's hidden layers, the encoder) then
+likelihood gradient. Layers shared by both heads (the decoder's hidden layers, the encoder) can then
 learn what predicts each image's sd, such as its noise level, without the sd steering the mean
 towards the faint background. The loss value is unchanged.
 """
