@@ -74,10 +74,12 @@ class GalaxyVAE:
         raise DataError(f"{run.path}: cannot infer the image shape of input layer {layer_name!r}")
 
     def _latent_dim(self, run: LoadedRun) -> int:
-        for cfg in run.config.layers:
-            if self.roles["latent_mean"] in cfg.tops:
-                return int(cfg.output_dim)
-        raise DataError(f"{run.path}: no layer produces {self.roles['latent_mean']!r}")
+        """The width of g_mu(x), read off the built encoder (whatever layer makes it)."""
+        shape = self.encoder.net.blobs[self.roles["latent_mean"]].shape
+        if len(shape) != 2:
+            raise DataError(f"{run.path}: latent mean {self.roles['latent_mean']!r} is not one "
+                            f"vector per image (shape {shape[1:]})")
+        return int(shape[1])
 
     def check_images(self, images: np.ndarray, where: str = "data") -> np.ndarray:
         images = np.asarray(images, dtype=np.float32)

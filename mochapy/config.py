@@ -22,7 +22,7 @@ from mochapy.solvers import SolverConfig
 
 TOP_LEVEL = (
     "name", "seed", "backend", "dtype", "layers", "solver", "coffee_breaks", "roles", "report",
-    "description", "init_from", "extends", "set", "stages",
+    "description", "init_from", "init_from_partial", "extends", "set", "add_layers", "stages",
 )
 STAGE_FIELDS = ("name", "set", "train_only")
 COFFEE_FIELDS = {
@@ -65,6 +65,9 @@ class RunConfig:
     roles: dict[str, str] = field(default_factory=dict)
     report: list[str] = field(default_factory=list)
     init_from: str | None = None  # a run directory or weights/snapshot .h5 to start from
+    # Parameters that init_from lacks keep their initial values (a layer added to a trained net)
+    # instead of failing the run: Mocha's load_network with die_if_not_found = false.
+    init_from_partial: bool = False
     stages: list[Stage] = field(default_factory=list)  # empty: one plain run
 
 
@@ -215,6 +218,9 @@ def parse_config(raw: Any, path: str, text: str = "") -> RunConfig:
         if not isinstance(init_from, str) or not init_from:
             raise ConfigError(f"{where}: 'init_from' must name a run directory or weights file")
         init_from = os.path.join(base_dir, init_from)
+    init_from_partial = raw.get("init_from_partial", False)
+    if not isinstance(init_from_partial, bool):
+        raise ConfigError(f"{where}: 'init_from_partial' must be true or false")
     return RunConfig(
         name=name,
         path=path,
@@ -228,6 +234,7 @@ def parse_config(raw: Any, path: str, text: str = "") -> RunConfig:
         roles=roles,
         report=report,
         init_from=init_from,
+        init_from_partial=init_from_partial,
     )
 
 
@@ -348,15 +355,21 @@ def _read_yaml(path: str, chain: tuple[str, ...] = ()) -> dict:
         raise ConfigError(f"{base_path}: the file must hold a mapping")
     _absolute_paths(merged, os.path.dirname(os.path.abspath(base_path)))
     overrides = raw.pop("set", {}) or {}
+    added = raw.pop("add_layers", []) or []
+    if not isinstance(added, list):
+        raise ConfigError(f"{path}: 'add_layers' must list layer mappings")
     merged.update(raw)
+    if added:
+        merged["layers"] = [*(merged.get("layers") or []), *added]
     return apply_overrides(merged, overrides, path)
 
 
 def load_config(path: str) -> RunConfig:
     """Read and validate a YAML net file (following `extends`)."""
     raw = _read_yaml(path)
-    if isinstance(raw, dict) and ("extends" in raw or "set" in raw):
-        raise ConfigError(f"{path}: 'set' needs 'extends'")
+    for key in ("set", "add_layers"):
+        if isinstance(raw, dict) and key in raw:
+            raise ConfigError(f"{path}: '{key}' needs 'extends'")
     text = ""
     if isinstance(raw, dict):
         _absolute_paths(raw, os.path.dirname(os.path.abspath(path)))

@@ -187,12 +187,19 @@ class ParamStore:
         """A copy of every parameter on the host, by key (for snapshots and exports)."""
         return {k: self.backend.to_host(p.data).copy() for k, p in self.params.items()}
 
-    def load_host_arrays(self, arrays: dict[str, np.ndarray], where: str) -> None:
-        """Overwrite parameters from host arrays, checking that names and shapes match."""
-        missing = set(self.params) - set(arrays)
-        if missing:
-            raise ConfigError(f"{where}: no values for parameter {sorted(missing)[0]!r}")
+    def load_host_arrays(
+        self, arrays: dict[str, np.ndarray], where: str, partial: bool = False
+    ) -> list[str]:
+        """Overwrite parameters from host arrays, checking that names and shapes match.
+
+        With `partial`, parameters that `arrays` lacks keep their values; returns their names.
+        """
+        missing = sorted(set(self.params) - set(arrays))
+        if missing and not partial:
+            raise ConfigError(f"{where}: no values for parameter {missing[0]!r}")
         for key, param in self.params.items():
+            if key not in arrays:
+                continue
             value = np.asarray(arrays[key])
             if value.shape != param.shape:
                 raise ConfigError(
@@ -200,6 +207,7 @@ class ParamStore:
                     f"the net needs {param.shape}"
                 )
             self.backend.copy_from_host(param.data, value.astype(self.backend.dtype))
+        return missing
 
     def regularization_loss(self, regu_coef: float) -> float:
         return regu_coef * sum(

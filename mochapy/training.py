@@ -197,6 +197,7 @@ class Trainer:
         if cfg.coffee.validation:
             self.validation_net()  # a bad validation source fails now, not hours into the run
         # a missing or mismatched init_from too (--resume reads it only if no snapshot is left)
+        self._kept_initial: list[str] = []  # parameters init_from_partial left as declared
         self._initialised_from = None if self.resume else self._init_from()
 
     def _restore(self) -> int | None:
@@ -227,12 +228,16 @@ class Trainer:
         if not os.path.exists(source):
             raise ConfigError(f"{self.config.path}: init_from {source} does not exist")
         params = load_run(source).params if os.path.isdir(source) else read_weights(source)
-        self.net.params.load_host_arrays(params, f"init_from {source}")
+        self._kept_initial = self.net.params.load_host_arrays(
+            params, f"init_from {source}", partial=self.config.init_from_partial
+        )
         return source
 
     def _log_init_from(self, source: str | None) -> None:
         if source is not None:
             self.log(f"parameters initialised from {source}")
+        if source is not None and self._kept_initial:
+            self.log(f"not in {source}, initialised as declared: {', '.join(self._kept_initial)}")
 
     @contextlib.contextmanager
     def _locked_directory(self) -> Iterator[None]:

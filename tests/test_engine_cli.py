@@ -81,6 +81,35 @@ def test_two_cli_runs_with_one_seed_give_identical_losses(tiny_example: Path,
         np.testing.assert_array_equal(got, want)
 
 
+def test_init_from_partial_keeps_the_added_layers_initial_values(tiny_example: Path,
+                                                                 tmp_path: Path) -> None:
+    assert mochapy("run", tiny_example, "--out", "base", "--max-iter", 200, "--quiet",
+                   cwd=tmp_path).returncode == 0
+    child = {
+        "extends": str(tiny_example), "init_from": "base",
+        "add_layers": [
+            {"type": "InnerProduct", "name": "side", "bottoms": ["x"], "tops": ["side"],
+             "output_dim": 1, "weight_init": {"type": "Constant", "value": 0}},
+            {"type": "ElementWise", "name": "total", "bottoms": ["main", "side"],
+             "tops": ["pred"]},
+        ],
+        "set": {"out.tops": ["main"], "solver.max_iter": 1, "solver.base_lr": 1e-12},
+    }
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump(child))
+    strict = mochapy("run", "child.yaml", "--out", "strict", cwd=tmp_path)
+    assert_user_error(strict, "init_from", "no values for parameter 'side.bias'")
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump({**child, "init_from_partial": True}))
+    partial = mochapy("run", "child.yaml", "--out", "partial", cwd=tmp_path)
+    assert partial.returncode == 0, partial.stderr
+    log = (tmp_path / "partial" / "log.txt").read_text()
+    assert "initialised as declared: side.bias, side.weight" in log
+    with h5py.File(tmp_path / "base" / "weights.h5") as base, \
+            h5py.File(tmp_path / "partial" / "weights.h5") as grown:
+        np.testing.assert_allclose(grown["params/hidden.weight"][()],
+                                   base["params/hidden.weight"][()], atol=1e-9)
+        np.testing.assert_allclose(grown["params/side.weight"][()], 0, atol=1e-9)
+
+
 def test_run_refuses_a_directory_holding_a_run(tiny_example: Path, tmp_path: Path) -> None:
     assert mochapy("run", tiny_example, "--out", "run", "--max-iter", 200,
                    cwd=tmp_path).returncode == 0

@@ -9,6 +9,7 @@ import yaml
 
 from mochapy.config import load_config
 from mochapy.errors import ConfigError, MochaError, TopologyError
+from mochapy.net import topological_order
 from mochapy.neurons import ReLU
 
 GOOD = {
@@ -68,6 +69,7 @@ def test_the_examples_parse(example, engine) -> None:
     ("galaxy_vae_z32.yaml", 32, 0.0),
     ("galaxy_vae_z32_joint.yaml", 32, 0.02),
     ("galaxy_vae_z32_rejoint.yaml", 32, 0.02),
+    ("galaxy_vae_z32_noise.yaml", 32, 0.02),
 ])
 def test_the_experiment_nets_parse(experiment, latent_dim, mean_sd, engine) -> None:
     """Each stage of the experiments' staged nets, with what sets it apart from the poster's."""
@@ -75,8 +77,43 @@ def test_the_experiment_nets_parse(experiment, latent_dim, mean_sd, engine) -> N
     for stage in config.stages:
         layers = {c.name: c for c in stage.config.layers}
         assert layers["z_mu"].output_dim == layers["z_sigma"].output_dim == latent_dim
+        if "noise_level" in layers:  # the image's noise level added to g_mu(x)
+            assert layers["z_mu"].tops == ("z_mu_mlp",)
+            assert layers["z_mu_sum"].bottoms == ("z_mu_mlp", "z_mu_noise")
+            assert layers["z_mu_sum"].tops == ("z_mu",) and stage.config.init_from_partial
         if not stage.name.startswith("sd"):  # the sd stages train the sd head alone
             assert layers["recon"].mean_sd == mean_sd
+
+
+def test_add_layers_extend_the_base_and_set_can_rewire_it(tmp_path: Path) -> None:
+    write(tmp_path, GOOD, "base.yaml")
+    child = write(tmp_path, {
+        "extends": "base.yaml",
+        "add_layers": [
+            {"type": "InnerProduct", "name": "side", "bottoms": ["x"], "tops": ["side"],
+             "output_dim": 1},
+            {"type": "ElementWise", "name": "total", "bottoms": ["main", "side"],
+             "tops": ["pred"]},
+        ],
+        "set": {"out.tops": ["main"]},
+        "init_from_partial": True,
+    })
+    config = load_config(str(child))
+    names = [c.name for c in topological_order(config.layers)]
+    assert set(names) == {"data", "hidden", "out", "side", "total", "loss"}
+    assert names.index("total") < names.index("loss")  # sorted into the graph
+    assert config.init_from_partial
+
+
+@pytest.mark.parametrize(("raw", "fragment"), [
+    ({**GOOD, "add_layers": []}, "'add_layers' needs 'extends'"),
+    ({"extends": "base.yaml", "add_layers": {"name": "x"}}, "'add_layers' must list"),
+    ({"extends": "base.yaml", "init_from_partial": "yes"}, "'init_from_partial' must be true"),
+])
+def test_add_layers_and_init_from_partial_mistakes(raw, fragment, tmp_path: Path) -> None:
+    write(tmp_path, GOOD, "base.yaml")
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(str(write(tmp_path, raw)))
 
 
 CASES = [

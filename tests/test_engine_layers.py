@@ -229,3 +229,52 @@ def test_losses_reject_mismatched_shapes(loss_type, engine) -> None:
     config = engine.make_config(loss_type, name="loss", bottoms=names)
     with pytest.raises(ConfigError, match="'loss'.*'b'"):
         engine.LayerHarness(config, {k: bottoms[k] for k in names})
+
+
+def _noise_level(engine, images: np.ndarray, **fields) -> np.ndarray:
+    config = engine.make_config("NoiseLevel", name="noise", bottoms=["x"], tops=["y"], **fields)
+    harness = engine.LayerHarness(config, {"x": images}, grad_bottoms=())
+    harness.layer.forward()
+    return harness.layer.tops[0].data[:, 0]
+
+
+def test_noise_level_recovers_the_sd_of_white_noise_under_smooth_light(rng, engine) -> None:
+    sd = np.array([1e-3, 1e-2, 0.3])
+    yy, xx = np.mgrid[:128, :128] - 63.5
+    light = np.exp(-(xx**2 + yy**2) / (2 * 20.0**2))  # a smooth "galaxy", 5 sd at its peak
+    images = sd[:, None, None, None] * (5 * light + rng.normal(size=(3, 2, 128, 128)))
+    np.testing.assert_allclose(np.exp(_noise_level(engine, images)), sd, rtol=0.03)
+
+
+def test_noise_level_ignores_a_few_sharp_edges(rng, engine) -> None:
+    images = 0.01 * rng.normal(size=(2, 1, 64, 64))
+    images[:, :, :, 32:] += 5.0  # a step in every row: 64 huge differences among 4032
+    np.testing.assert_allclose(np.exp(_noise_level(engine, images)), 0.01, rtol=0.05)
+
+
+def test_noise_level_is_the_clipped_mean_difference_written_out(rng, engine) -> None:
+    images = rng.normal(size=(3, 2, 3, 5)) * rng.choice([1.0, 20.0], size=(3, 2, 3, 5), p=[.9, .1])
+    got = _noise_level(engine, images)
+    # E|d| clipped at 3 E|d| for d ~ N(0, 2), by numerical integration of the half-normal density
+    t = np.linspace(0, 3 * 2 / math.sqrt(math.pi), 200_001)
+    density = np.exp(-t**2 / 4) / math.sqrt(math.pi)
+    calibration = np.trapezoid(t * density, t) / np.trapezoid(density, t)
+    for image, value in zip(images, got, strict=True):
+        diffs = [abs(row[c + 1] - row[c]) for band in image for row in band for c in range(4)]
+        mean = sum(diffs) / len(diffs)
+        kept = [d for d in diffs if d < 3 * mean]
+        assert value == pytest.approx(math.log(sum(kept) / len(kept) / calibration), rel=1e-9)
+
+
+def test_noise_level_of_a_flat_image_is_the_floor(engine) -> None:
+    got = _noise_level(engine, np.full((2, 1, 4, 4), 0.5), floor=1e-4)
+    np.testing.assert_allclose(got, math.log(1e-4))
+
+
+def test_noise_level_needs_images_and_takes_no_gradient(engine) -> None:
+    config = engine.make_config("NoiseLevel", name="noise", bottoms=["x"], tops=["y"])
+    assert not config.can_do_bp and not config.has_param
+    with pytest.raises(ConfigError, match="'noise'.*images"):
+        engine.LayerHarness(config, {"x": np.zeros((2, 16))})
+    with pytest.raises(ConfigError, match="'noise'.*floor"):
+        engine.make_config("NoiseLevel", name="noise", bottoms=["x"], tops=["y"], floor=0)

@@ -103,6 +103,21 @@ def test_gaussian_recon_loss(engine: Any, gpu: Any, options: dict, rng: np.rando
     compare(engine, gpu, config, bottoms, grad_bottoms=("mu", "sigma"))
 
 
+def test_noise_level(engine: Any, gpu: Any, rng: np.random.Generator):
+    """Forward only: the layer takes no gradient."""
+    config = engine.make_config("NoiseLevel", name="noise", bottoms=["x"], tops=["y"])
+    scale = np.exp(rng.uniform(-7, -1, size=(100, 1, 1, 1)))
+    images = scale * (rng.normal(size=(100, 1, 69, 69)) + 30 * (rng.random((100, 1, 69, 69)) < .01))
+    images[0] = 0.25  # a flat image: the floor
+    harnesses = [engine.LayerHarness(config, {"x": images}, backend=backend, grad_bottoms=())
+                 for backend in (CPUBackend(gpu.dtype.name), gpu)]
+    poison(harnesses[1])
+    for harness in harnesses:
+        harness.layer.forward()
+    np.testing.assert_allclose(gpu.to_host(harnesses[1].layer.tops[0].data),
+                               harnesses[0].layer.tops[0].data, **tolerance(gpu.dtype.name))
+
+
 def test_gaussian_kl_loss(engine: Any, gpu: Any, rng: np.random.Generator):
     config = engine.make_config("GaussianKLLoss", name="kl", bottoms=["mu", "sigma"])
     compare(engine, gpu, config,

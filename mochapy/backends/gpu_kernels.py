@@ -276,6 +276,18 @@ class KernelLibrary:
             "random_normal.cu", "philox_normal<{T}>", groups, (out, np.int64(out.size), state)
         )
 
+    def noise_level(
+        self, images: Any, clip: float, calibration: float, floor: float, out: Any
+    ) -> None:
+        """out[i] = log of image i's clipped-difference noise sd (layers/noise_level.py)."""
+        count, width = images.shape[0], images.shape[-1]
+        rows = images.size // (count * width)
+        self._launch(
+            "noise_level.cu", "noise_level<{T}>", (count,), (BLOCK,),
+            (images, np.int32(count), np.int32(rows), np.int32(width), self.scalar(clip),
+             self.scalar(calibration), self.scalar(floor), out),
+        )
+
     def gather_rows(self, dataset: Any, rows: Any, out: Any) -> None:
         """out[b] = dataset[rows[b]] for a device-resident dataset and a device index buffer."""
         row_size = out.size // out.shape[0]

@@ -52,6 +52,7 @@ KERNELS: dict[str, tuple[str, ...]] = {
     "gaussian_kl_loss.cu": ("gaussian_kl_loss<{T}>",),
     "random_normal.cu": ("philox_normal<{T}>",),
     "gather.cu": ("gather_rows<{T}>",),
+    "noise_level.cu": ("noise_level<{T}>",),
     "loss_totals.cu": ("accumulate_losses<{T}>",),
     "solver_update.cu": ("solver_update<{T}>",),
     "gemm.cu": (*_GEMM_VARIANTS, "gemm_sum_splits<{T}>"),

@@ -9,6 +9,7 @@ from mochapy.layers import (  # noqa: F401  (imported for registration)
     inner_product,
     memory_data,
     memory_output,
+    noise_level,
     power,
     random_normal,
     split,
