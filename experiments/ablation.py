@@ -3,9 +3,11 @@
     python experiments/ablation.py experiments/ablation.yaml --out runs/ablation [--jobs 2]
 
 The plan file names a base net and variants, each a set of `layer.field: value` (or
-`solver.field`, `coffee_breaks.x.field`) overrides. Every variant trains into OUT/<name>/ with the
-same seed and budget, is evaluated on the splits listed, and lands as one row of OUT/ablation.md
-and OUT/ablation.json. Variants run in parallel processes (one BLAS thread each) with --jobs.
+`solver.field`, `coffee_breaks.x.field`) overrides, optionally `add_layers` appended to the base
+net and `stages`. Every variant trains into OUT/<name>/ with the same seed and budget, is evaluated
+on the splits listed, and lands as one row of OUT/ablation.md and OUT/ablation.json. Variants run
+in parallel processes (one BLAS thread each) with --jobs; a variant whose row is already in OUT is
+kept as it is (--rerun trains what is missing and evaluates every variant again).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def run_variant(plan_path: str, index: int, out_dir: str) -> dict:
     with open(base_path, encoding="utf-8") as handle:
         base = yaml.safe_load(handle)
     variant = plan["variants"][index]
+    base["layers"] = [*base["layers"], *variant.get("add_layers", [])]
     net = apply_overrides(base, {**plan.get("common", {}), **variant.get("set", {})}, plan_path)
     net["name"] = variant["name"]
     net["report"] = []
@@ -81,6 +84,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/ablation")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--only", type=int, default=None, help="run one variant (by index)")
+    parser.add_argument("--rerun", action="store_true",
+                        help="evaluate variants again even where OUT holds their row")
     args = parser.parse_args()
     if args.only is not None:
         print(json.dumps(run_variant(args.plan, args.only, args.out)))
@@ -88,7 +93,11 @@ def main() -> None:
     with open(args.plan, encoding="utf-8") as handle:
         plan = yaml.safe_load(handle)
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    pending = list(range(len(plan["variants"])))
+    pending = [
+        index for index, variant in enumerate(plan["variants"])
+        if args.rerun or not os.path.exists(
+            os.path.join(args.out, variant["name"], "ablation_row.json"))
+    ]
     running: list[subprocess.Popen] = []
     while pending or running:
         while pending and len(running) < args.jobs:

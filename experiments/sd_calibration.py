@@ -11,8 +11,8 @@ under N(f_mu, f_sigma^2) at z = g_mu(x) than under the Gaussian fit at its best 
   The gap to the run's own fraction is what the sd head loses by misjudging each image's overall
   sd level while getting its shape over the pixels right;
 - what predicts that level, log t^2: R^2 of a least-squares fit (on half the images, scored on the
-  other half) from g_mu(x), and from a noise estimate read off the image itself (the median
-  absolute deviation of neighbouring-pixel differences) with the mean log f_sigma. If the image
+  other half) from g_mu(x), and from a noise estimate read off the image itself (the NoiseLevel
+  layer's: a clipped mean of neighbouring-pixel differences) with the mean log f_sigma. If the image
   predicts it and the latent does not, the encoder does not carry the galaxy's noise level, and
   f_sigma(z) cannot know it.
 Writes sd_calibration.json and sd_calibration.md into --out.
@@ -35,14 +35,6 @@ def per_image_z2(x: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
     return np.mean(z * z, axis=1)
 
 
-def noise_estimate(x: np.ndarray) -> np.ndarray:
-    """Each image's pixel noise, from the median absolute deviation of horizontal differences
-    (sqrt(2) sigma for white noise; smooth galaxy light barely moves it)."""
-    d = np.diff(x.reshape(len(x), -1, x.shape[-1]), axis=-1).reshape(len(x), -1)
-    mad = np.median(np.abs(d - np.median(d, axis=1, keepdims=True)), axis=1)
-    return 1.4826 * mad / np.sqrt(2)
-
-
 def held_out_r2(features: np.ndarray, target: np.ndarray) -> float:
     """R^2 on the second half of a least-squares fit (with intercept) on the first half."""
     design = np.column_stack([features, np.ones(len(features))])
@@ -57,6 +49,7 @@ def analyse(run_dir: str, data: str) -> dict:
     from galaxy_model.baseline import fit_gaussian2d
     from galaxy_model.builtin import load
     from galaxy_model.model import GalaxyVAE
+    from mochapy.layers.noise_level import log_noise_sd
 
     model = GalaxyVAE.load(run_dir)
     x = model.check_images(load(data).data, data)
@@ -73,7 +66,7 @@ def analyse(run_dir: str, data: str) -> dict:
     best_t2 = per_image_z2(x64, recon.mean, recon.sd)
     level = np.log(best_t2)
     mean_log_sd = np.log(recon.sd.astype(np.float64)).reshape(len(x), -1).mean(axis=1)
-    image_features = np.column_stack([np.log(noise_estimate(x64) + 1e-6), mean_log_sd])
+    image_features = np.column_stack([log_noise_sd(x64, floor=1e-6), mean_log_sd])
     return {
         "run": run_dir,
         "data": data,

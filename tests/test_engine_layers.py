@@ -266,6 +266,13 @@ def test_noise_level_is_the_clipped_mean_difference_written_out(rng, engine) -> 
         assert value == pytest.approx(math.log(sum(kept) / len(kept) / calibration), rel=1e-9)
 
 
+def test_noise_level_with_a_huge_clip_is_the_plain_mean_difference(rng, engine) -> None:
+    images = rng.normal(size=(2, 1, 6, 9)) * rng.choice([1.0, 50.0], size=(2, 1, 6, 9), p=[.9, .1])
+    plain = np.abs(np.diff(images, axis=-1)).reshape(2, -1).mean(axis=1)
+    got = _noise_level(engine, images, clip=1e30)  # E|d| = 2 sigma / sqrt(pi) for white noise
+    np.testing.assert_allclose(got, np.log(plain * math.sqrt(math.pi) / 2), rtol=1e-12)
+
+
 def test_noise_level_of_a_flat_image_is_the_floor(engine) -> None:
     got = _noise_level(engine, np.full((2, 1, 4, 4), 0.5), floor=1e-4)
     np.testing.assert_allclose(got, math.log(1e-4))
@@ -276,5 +283,6 @@ def test_noise_level_needs_images_and_takes_no_gradient(engine) -> None:
     assert not config.can_do_bp and not config.has_param
     with pytest.raises(ConfigError, match="'noise'.*images"):
         engine.LayerHarness(config, {"x": np.zeros((2, 16))})
-    with pytest.raises(ConfigError, match="'noise'.*floor"):
-        engine.make_config("NoiseLevel", name="noise", bottoms=["x"], tops=["y"], floor=0)
+    for field in ("floor", "clip"):
+        with pytest.raises(ConfigError, match=f"'noise'.*{field}"):
+            engine.make_config("NoiseLevel", name="noise", bottoms=["x"], tops=["y"], **{field: 0})

@@ -4,8 +4,9 @@ Why: a galaxy VAE's decoder sd can only be as right as its latent lets it be, an
 hardly learns a second-order statistic such as the noise level from raw pixels. This layer hands
 it one: log sigma_hat per image, from the absolute differences of horizontally adjacent pixels
 (sqrt(2) sigma apart for white noise; smooth galaxy light barely moves them), averaged after
-dropping those above 3x their mean (edges, stars), and scaled so that sigma_hat = sigma for white
-Gaussian noise. Images whose differences are all zero get log(floor).
+dropping those above `clip` times their mean (edges, stars), and scaled so that sigma_hat = sigma
+for white Gaussian noise. A huge clip keeps every difference: the image's pixel-scale roughness,
+noise and fine structure together. Images whose differences are all zero get log(floor).
 
 bottom: images (N, C, H, W); top: (N, 1). Data-only: no gradient flows back into the images.
 """
@@ -14,47 +15,44 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from mochapy.layers.base import Layer, LayerConfig, register_layer
 
-CLIP = 3.0  # differences above CLIP times their mean are dropped (kernels/noise_level.cu too)
 
-
-def _clipped_mean_abs_normal() -> float:
-    """E[|d| ; |d| < CLIP E|d|] for d ~ N(0, 2): the clipped mean |difference| at sigma = 1."""
+def calibration(clip: float) -> float:
+    """E[|d| ; |d| < clip E|d|] / P(|d| < clip E|d|) for d ~ N(0, 2): the clipped mean absolute
+    difference of unit white noise, which sigma_hat divides by."""
     sd = math.sqrt(2.0)
-    a = CLIP * math.sqrt(2.0 / math.pi)  # the clip point in units of sd(d)
+    a = clip * math.sqrt(2.0 / math.pi)  # the clip point in units of sd(d)
     return sd * math.sqrt(2.0 / math.pi) * (1.0 - math.exp(-a * a / 2)) / math.erf(a / math.sqrt(2))
 
 
-CALIBRATION = _clipped_mean_abs_normal()
-
-
-def log_noise_sd(images: np.ndarray, floor: float) -> np.ndarray:
+def log_noise_sd(images: np.ndarray, floor: float, clip: float = 3.0) -> np.ndarray:
     """log sigma_hat for each image of `images` (N, C, H, W), as the layer computes it."""
     images = np.asarray(images)
     d = np.abs(np.diff(images, axis=-1)).reshape(len(images), -1)
     mean = d.mean(axis=1, keepdims=True, dtype=np.float64)  # sums in double, as on the GPU
-    kept = d < CLIP * mean
+    kept = d < clip * mean
     count = kept.sum(axis=1)
     clipped = np.where(kept, d, 0).sum(axis=1, dtype=np.float64) / np.maximum(count, 1)
     clipped = np.where(count > 0, clipped, mean[:, 0])
-    return np.log(np.maximum(clipped / CALIBRATION, floor))
+    return np.log(np.maximum(clipped / calibration(clip), floor))
 
 
 @register_layer
 @dataclass(frozen=True)
 class NoiseLevelConfig(LayerConfig):
     floor: float = 1e-6  # sigma_hat never falls below this (data units), so the log is finite
+    clip: float = 3.0  # differences above clip times their mean are dropped
 
     type_name = "NoiseLevel"
 
     def validate(self) -> None:
         super().validate()
         self.require(self.floor > 0, "floor", "must be positive")
+        self.require(self.clip > 0, "clip", "must be positive")
 
 
 class NoiseLevelLayer(Layer):
@@ -67,11 +65,13 @@ class NoiseLevelLayer(Layer):
         self.y = self.make_top(self.config.tops[0], (x.shape[0], 1))
 
     def _forward_cpu(self) -> None:
-        self.y.data[:, 0] = log_noise_sd(self.bottoms[0].data, self.config.floor)
+        self.y.data[:, 0] = log_noise_sd(self.bottoms[0].data, self.config.floor, self.config.clip)
 
     def _forward_gpu(self) -> None:
-        x: Any = self.bottoms[0].data
-        self.backend.kernels.noise_level(x, CLIP, CALIBRATION, self.config.floor, self.y.data)
+        cfg = self.config
+        self.backend.kernels.noise_level(
+            self.bottoms[0].data, cfg.clip, calibration(cfg.clip), cfg.floor, self.y.data
+        )
 
 
 NoiseLevelConfig.layer_class = NoiseLevelLayer
