@@ -70,6 +70,7 @@ def test_the_examples_parse(example, engine) -> None:
     ("galaxy_vae_z32_joint.yaml", 32, 0.02),
     ("galaxy_vae_z32_rejoint.yaml", 32, 0.02),
     ("galaxy_vae_z32_noise.yaml", 32, 0.02),
+    ("galaxy_vae_z32_roughness.yaml", 32, 0.02),
 ])
 def test_the_experiment_nets_parse(experiment, latent_dim, mean_sd, engine) -> None:
     """Each stage of the experiments' staged nets, with what sets it apart from the poster's."""
@@ -77,10 +78,14 @@ def test_the_experiment_nets_parse(experiment, latent_dim, mean_sd, engine) -> N
     for stage in config.stages:
         layers = {c.name: c for c in stage.config.layers}
         assert layers["z_mu"].output_dim == layers["z_sigma"].output_dim == latent_dim
-        if "noise_level" in layers:  # the image's noise level added to g_mu(x)
-            assert layers["z_mu"].tops == ("z_mu_mlp",)
-            assert layers["z_mu_sum"].bottoms == ("z_mu_mlp", "z_mu_noise")
-            assert layers["z_mu_sum"].tops == ("z_mu",) and stage.config.init_from_partial
+        if "noise_level" in layers:  # image statistics added to g_mu(x) by linear maps
+            assert layers["z_mu"].tops == ("z_mu_mlp",) and stage.config.init_from_partial
+            statistics = [c for c in layers.values() if c.type_name == "NoiseLevel"]
+            maps = [layers[f"z_mu_{name}"] for name in ("noise", "rough")
+                    if f"z_mu_{name}" in layers]
+            assert len(maps) == len(statistics) and all(m.output_dim == latent_dim for m in maps)
+            assert sum(c.type_name == "ElementWise" and c.operation == "Add"
+                       and "z_mu" in c.tops for c in layers.values()) == 1
         if not stage.name.startswith("sd"):  # the sd stages train the sd head alone
             assert layers["recon"].mean_sd == mean_sd
 
