@@ -63,6 +63,7 @@ class NoiseLevelLayer(Layer):
         if len(x.shape) != 4 or x.shape[-1] < 2:
             raise self.fail(f"bottom {x.name!r} must hold images (N, C, H, W >= 2), has {x.shape}")
         self.y = self.make_top(self.config.tops[0], (x.shape[0], 1))
+        self.calibration = calibration(self.config.clip)
 
     def _forward_cpu(self) -> None:
         self.y.data[:, 0] = log_noise_sd(self.bottoms[0].data, self.config.floor, self.config.clip)
@@ -70,7 +71,7 @@ class NoiseLevelLayer(Layer):
     def _forward_gpu(self) -> None:
         cfg = self.config
         self.backend.kernels.noise_level(
-            self.bottoms[0].data, cfg.clip, calibration(cfg.clip), cfg.floor, self.y.data
+            self.bottoms[0].data, cfg.clip, self.calibration, cfg.floor, self.y.data
         )
 
 
