@@ -1,4 +1,4 @@
-"""experiments/sd_calibration.py: best per-image sd scale, noise estimate, held-out R^2."""
+"""experiments/sd_calibration.py: best per-image sd scale, held-out R^2."""
 
 from __future__ import annotations
 
