@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -377,20 +378,36 @@ def load_config(path: str) -> RunConfig:
     return parse_config(raw, path, text)
 
 
-def _absolute_paths(raw: dict, base_dir: str) -> None:
-    """Make file paths absolute, so the copy of the net kept in a run directory still works."""
+def _map_paths(raw: dict, change: Callable[[str], str]) -> None:
+    """Apply `change` to every file path the net names (data sources and init_from)."""
 
-    def absolute(value: object) -> object:
-        if not isinstance(value, str) or os.path.isabs(value) or source_scheme(value):
-            return value
-        return os.path.join(base_dir, value)
+    def mapped(value: object) -> object:
+        return value if not isinstance(value, str) or source_scheme(value) else change(value)
 
     for layer in _layer_entries(raw):
         if "source" in layer:
-            layer["source"] = absolute(layer["source"])
+            layer["source"] = mapped(layer["source"])
     breaks = raw.get("coffee_breaks")
     validation = breaks.get("validation") if isinstance(breaks, dict) else None
     if isinstance(validation, dict) and "source" in validation:
-        validation["source"] = absolute(validation["source"])
+        validation["source"] = mapped(validation["source"])
     if "init_from" in raw:
-        raw["init_from"] = absolute(raw["init_from"])
+        raw["init_from"] = mapped(raw["init_from"])
+
+
+def _absolute_paths(raw: dict, base_dir: str) -> None:
+    """Make file paths absolute while reading, so every path means the same after merging."""
+    _map_paths(raw, lambda path: os.path.normpath(os.path.join(base_dir, path)))
+
+
+def text_for_directory(text: str, directory: str) -> str:
+    """The net's YAML with file paths relative to `directory`, where its copy is written.
+
+    A run directory's net.yaml then reads back from there, and still does after the run directory
+    and what it names move together (a shipped run cloned to another machine).
+    """
+    raw = yaml.safe_load(text) if text else None
+    if not isinstance(raw, dict):
+        return text
+    _map_paths(raw, lambda path: os.path.relpath(path, os.path.abspath(directory)))
+    return yaml.safe_dump(raw, sort_keys=False)

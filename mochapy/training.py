@@ -34,7 +34,7 @@ from mochapy.atomic import (
 )
 from mochapy.backends import get_backend
 from mochapy.coffee import CoffeeLounge, Snapshot, TrainingSummary, ValidationPerformance
-from mochapy.config import RunConfig
+from mochapy.config import RunConfig, text_for_directory
 from mochapy.errors import ConfigError, DivergenceError, MochaError
 from mochapy.net import Net
 from mochapy.runs import load_run, read_weights
@@ -180,7 +180,7 @@ class Trainer:
                 self.log(f"removed {path}, a file a killed run left half-written")
         config_copy = os.path.join(self.out_dir, "net.yaml")
         if not self.resume or not os.path.exists(config_copy):
-            write_text_atomically(config_copy, self.config.text)
+            write_text_atomically(config_copy, text_for_directory(self.config.text, self.out_dir))
 
     def _build(self) -> None:
         """Set up everything that can fail on bad input before the run directory is touched."""
@@ -459,7 +459,8 @@ def _read_json(path: str) -> dict:
 
 def _merge_stages(config: RunConfig, out_dir: str, stage_dirs: list[str]) -> None:
     """The final stage's net and weights, every stage's statistics and timings, in OUT."""
-    write_text_atomically(os.path.join(out_dir, "net.yaml"), config.text)
+    net_copy = text_for_directory(config.text, out_dir)
+    write_text_atomically(os.path.join(out_dir, "net.yaml"), net_copy)
     last = stage_dirs[-1]
     write_atomically(os.path.join(out_dir, "weights.h5"),
                      lambda temp: shutil.copyfile(os.path.join(last, "weights.h5"), temp))

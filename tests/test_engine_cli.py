@@ -110,6 +110,25 @@ def test_init_from_partial_keeps_the_added_layers_initial_values(tiny_example: P
         np.testing.assert_allclose(grown["params/side.weight"][()], 0, atol=1e-9)
 
 
+def test_a_run_directory_moved_with_what_it_names_still_runs(tiny_example: Path,
+                                                            tmp_path: Path) -> None:
+    example = tiny_example.parent
+    assert mochapy("run", "tiny.yaml", "--out", "base", "--max-iter", 200, "--quiet",
+                   cwd=example).returncode == 0
+    (example / "child.yaml").write_text(yaml.safe_dump({
+        "extends": "tiny.yaml", "init_from": "base", "set": {"solver.max_iter": 1}}))
+    assert mochapy("run", "child.yaml", "--out", "child", "--quiet", cwd=example).returncode == 0
+    copy = yaml.safe_load((example / "child" / "net.yaml").read_text())
+    assert copy["init_from"] == "../base"
+    assert not [path for path in (layer.get("source") for layer in copy["layers"])
+                if path and os.path.isabs(path)]
+    moved = example.rename(tmp_path / "moved")
+    again = mochapy("run", "child/net.yaml", "--out", "again", "--quiet", cwd=moved)
+    assert again.returncode == 0, again.stderr
+    log = (moved / "again" / "log.txt").read_text()
+    assert f"parameters initialised from {moved / 'base'}" in log
+
+
 def test_run_refuses_a_directory_holding_a_run(tiny_example: Path, tmp_path: Path) -> None:
     assert mochapy("run", tiny_example, "--out", "run", "--max-iter", 200,
                    cwd=tmp_path).returncode == 0
