@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 MAIN_JOB = REPO / "examples" / "galaxy_vae.yaml"
 # shipped run -> its latent dimension
 SHIPPED_RUNS = {"galaxy_vae_full": 8, "galaxy_vae_z32": 32, "galaxy_vae_z32_rejoint": 32,
-                "galaxy_vae_z32_noise": 32}
+                "galaxy_vae_z32_noise": 32, "galaxy_vae_z32_roughness": 32}
 TINY_SIZES = "train=200,heldout=50,valid=100,train-large=200"
 HELDOUT_IMAGES = 50
 STAGE_ITERATIONS = {"mean": 30, "sd": 20}
