@@ -10,6 +10,10 @@ under N(f_mu, f_sigma^2) at z = g_mu(x) than under the Gaussian fit at its best 
 - one scale per image: f_sigma times that image's best t, t^2 = mean((x - f_mu)^2 / f_sigma^2).
   The gap to the run's own fraction is what the sd head loses by misjudging each image's overall
   sd level while getting its shape over the pixels right;
+- one contrast and scale per image: log f_sigma scaled about its image mean by c (c on a grid from
+  0, a flat sd, to 1.5), then that image's best scale; the best c per image. The gap to the
+  previous column is what the sd head loses by giving every image the same contrast (the
+  ContrastLevel layer of experiments/galaxy_vae_z32_contrast.yaml learns one per image);
 - what predicts that level, log t^2: R^2 of a least-squares fit (on half the images, scored on the
   other half) from g_mu(x), and from a noise estimate read off the image itself (the NoiseLevel
   layer's: a clipped mean of neighbouring-pixel differences) with the mean log f_sigma. If the image
@@ -27,12 +31,30 @@ import os
 import numpy as np
 
 GLOBAL_SCALES = (0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0)
+CONTRASTS = tuple(np.linspace(0.0, 1.5, 16))
 
 
 def per_image_z2(x: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
     """mean((x - mu)^2 / sigma^2) over each image's pixels: its best sd scale, squared."""
     z = ((x - mean) / sd).reshape(len(x), -1)
     return np.mean(z * z, axis=1)
+
+
+def best_contrast_loglik(
+    x: np.ndarray, mean: np.ndarray, sd: np.ndarray, contrasts: tuple[float, ...] = CONTRASTS
+) -> np.ndarray:
+    """Each image's best log-likelihood over sd maps exp(m + c (log sd - m)) times t, m the
+    image's mean log sd, c from `contrasts` and t at its best (per_image_z2)."""
+    from galaxy_model import metrics
+
+    log_sd = np.log(sd)
+    centre = log_sd.reshape(len(x), -1).mean(axis=1).reshape((-1,) + (1,) * (x.ndim - 1))
+    best = np.full(len(x), -np.inf)
+    for c in contrasts:
+        shaped = np.exp(centre + c * (log_sd - centre))
+        t = np.sqrt(per_image_z2(x, mean, shaped)).reshape(centre.shape)
+        best = np.maximum(best, metrics.diag_gaussian_loglik(x, mean, shaped * t))
+    return best
 
 
 def held_out_r2(features: np.ndarray, target: np.ndarray) -> float:
@@ -74,6 +96,10 @@ def analyse(run_dir: str, data: str) -> dict:
         "likelihood_win_fraction": wins(1.0),
         "global_scale_wins": {f"{t:g}": wins(t) for t in GLOBAL_SCALES},
         "per_image_scale_wins": wins(np.sqrt(best_t2)),
+        "per_image_contrast_and_scale_wins": float(np.mean(
+            best_contrast_loglik(x64, recon.mean, recon.sd.astype(np.float64))
+            > metrics.best_sigma_gaussian_loglik(x64, baseline)
+        )),
         "log_level_sd": float(level.std()),
         "r2_level_from_latent": held_out_r2(z_mu, level),
         "r2_level_from_image_noise": held_out_r2(image_features, level),
@@ -83,14 +109,16 @@ def analyse(run_dir: str, data: str) -> dict:
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| run | likelihood wins | best single sd scale (wins) | each image's best sd scale "
-        "(wins) | sd of log level | R² of level from g_mu(x) | R² of level from image noise |",
-        "|---|---|---|---|---|---|---|",
+        "(wins) | each image's best contrast and scale (wins) | sd of log level | R² of level "
+        "from g_mu(x) | R² of level from image noise |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         t, best = max(row["global_scale_wins"].items(), key=lambda item: item[1])
         lines.append(
             f"| `{row['run']}` | {100 * row['likelihood_win_fraction']:.1f}% | {t} "
             f"({100 * best:.1f}%) | {100 * row['per_image_scale_wins']:.1f}% | "
+            f"{100 * row['per_image_contrast_and_scale_wins']:.1f}% | "
             f"{row['log_level_sd']:.2f} | {row['r2_level_from_latent']:.2f} | "
             f"{row['r2_level_from_image_noise']:.2f} |"
         )

@@ -1,5 +1,5 @@
-// NoiseLevel's forward: each image's log pixel-noise sd from the absolute differences of
-// horizontally adjacent pixels, in one launch with one block per image:
+// NoiseLevel's forward: each image's log pixel-noise sd from the absolute differences of pixels
+// `lag` apart along each row, in one launch with one block per image:
 //   pass 1: m = mean |d| over the image;  pass 2: mean of the |d| < clip * m (all of them are
 //   dropped only when m = 0: then the mean is m);  out = log(max(mean / calibration, floor)).
 // images (N, C*H rows, W), out (N). Sums in double with the fixed-order block sum.
@@ -7,19 +7,19 @@
 
 template <typename T>
 __global__ void noise_level(const T* images, int count, int rows, int width, T clip,
-                            T calibration, T floor, T* out) {
+                            T calibration, T floor, int lag, T* out) {
     __shared__ mocha::acc_t mean_abs;
     const int image = blockIdx.x;
     if (image >= count) {
         return;
     }
     const T* x = images + (long long)image * rows * width;
-    const long long n = (long long)rows * (width - 1);
+    const long long span = width - lag, n = (long long)rows * span;
 
     mocha::acc_t sum = 0.0;
     for (long long i = threadIdx.x; i < n; i += blockDim.x) {
-        const long long r = i / (width - 1), c = i - r * (width - 1);
-        const T d = x[r * width + c + 1] - x[r * width + c];
+        const long long r = i / span, c = i - r * span;
+        const T d = x[r * width + c + lag] - x[r * width + c];
         sum += d < 0 ? -d : d;
     }
     sum = mocha::block_sum(sum);
@@ -31,8 +31,8 @@ __global__ void noise_level(const T* images, int count, int rows, int width, T c
 
     mocha::acc_t kept_sum = 0.0, kept_count = 0.0;
     for (long long i = threadIdx.x; i < n; i += blockDim.x) {
-        const long long r = i / (width - 1), c = i - r * (width - 1);
-        const T d = x[r * width + c + 1] - x[r * width + c];
+        const long long r = i / span, c = i - r * span;
+        const T d = x[r * width + c + lag] - x[r * width + c];
         const mocha::acc_t a = d < 0 ? -d : d;
         if (a < limit) {
             kept_sum += a;

@@ -73,6 +73,8 @@ def test_the_examples_parse(example, engine) -> None:
     ("galaxy_vae_z32_roughness.yaml", 32, {0.02, 0.04}),
     ("galaxy_vae_z32_wide_decoder.yaml", 32, {0.02}),
     ("galaxy_vae_z32_wide_encoder.yaml", 32, {0.02}),
+    ("galaxy_vae_z32_wide.yaml", 32, {0.04}),
+    ("galaxy_vae_z32_contrast.yaml", 32, {0.0}),  # the mean is not trained: no mean_sd
 ])
 def test_the_experiment_nets_parse(experiment, latent_dim, mean_sds, engine) -> None:
     """Each stage of the experiments' staged nets, with what sets it apart from the poster's."""
@@ -83,15 +85,39 @@ def test_the_experiment_nets_parse(experiment, latent_dim, mean_sds, engine) -> 
         assert layers["z_mu"].output_dim == layers["z_sigma"].output_dim == latent_dim
         if "noise_level" in layers:  # image statistics added to g_mu(x) by linear maps
             assert layers["z_mu"].tops == ("z_mu_mlp",) and stage.config.init_from_partial
-            statistics = [c for c in layers.values() if c.type_name == "NoiseLevel"]
+            statistics = {c.tops[0] for c in layers.values() if c.type_name == "NoiseLevel"}
             maps = [layers[f"z_mu_{name}"] for name in ("noise", "rough")
                     if f"z_mu_{name}" in layers]
-            assert len(maps) == len(statistics) and all(m.output_dim == latent_dim for m in maps)
-            assert sum(c.type_name == "ElementWise" and c.operation == "Add"
-                       and "z_mu" in c.tops for c in layers.values()) == 1
+            assert {m.bottoms[0] for m in maps} <= statistics
+            assert all(m.output_dim == latent_dim for m in maps)
+            (made_by,) = [c for c in layers.values() if "z_mu" in c.tops]
+            assert made_by.type_name == "Concat" or made_by.operation == "Add"
         if not stage.name.rstrip("0123456789").endswith("sd"):  # sd stages: the sd head alone
             used.add(layers["recon"].mean_sd)
     assert used == mean_sds
+
+
+def test_the_contrast_experiment_gives_its_statistics_latents_to_the_sd_alone(engine) -> None:
+    """z = (g_mu(x), 4 statistics): the mean reads z[0:32], the contrast head all of z, and only
+    the new layers train, starting from the wide net exactly (the head's last layer at 0)."""
+    experiments = engine.examples.parent / "experiments"
+    config = load_config(str(experiments / "galaxy_vae_z32_contrast.yaml"))
+    (stage,) = config.stages
+    layers = {c.name: c for c in stage.config.layers}
+    lags = sorted(c.lag for c in layers.values() if c.type_name == "NoiseLevel")
+    assert lags == [1, 1, 2, 3] and layers["image_stats"].type_name == "Concat"
+    assert layers["z_mu_all"].bottoms == ("z_mu_main", "z_mu_stats")
+    assert layers["z_sigma_all"].bottoms == ("z_sigma_main", "z_sigma_stats")
+    assert layers["eps"].output_dims == (32 + layers["z_mu_stats"].output_dim,) == (36,)
+    assert layers["z_parts"].slice_point == (32,)
+    assert layers["dec1"].bottoms == layers["dec1b"].bottoms == ("z_main",)
+    assert layers["contrast1"].bottoms == ("z",)
+    assert layers["contrast"].weight_init.value == layers["contrast"].bias_init.value == 0
+    assert layers["x_sigma_contrast"].bottoms == ("x_log_sd", "contrast_ab")
+    assert layers["x_sigma_floor"].bottoms == layers["x_sigma_contrast"].tops
+    frozen = {name for name, c in layers.items() if getattr(c, "weight_lr", 1) == 0}
+    trained = {name for name, c in layers.items() if c.has_param} - frozen
+    assert trained == {"contrast1", "contrast", "z_mu_stats", "z_sigma_stats"}
 
 
 def test_add_layers_extend_the_base_and_set_can_rewire_it(tmp_path: Path) -> None:

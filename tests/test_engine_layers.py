@@ -231,6 +231,68 @@ def test_losses_reject_mismatched_shapes(loss_type, engine) -> None:
         engine.LayerHarness(config, {k: bottoms[k] for k in names})
 
 
+def test_concat_joins_along_its_axis_and_splits_gradients(rng, engine) -> None:
+    parts = {"a": rng.normal(size=(3, 2, 4)), "b": rng.normal(size=(3, 5, 4))}
+    config = engine.make_config("Concat", name="cat", bottoms=["a", "b"], tops=["y"])
+    harness = engine.LayerHarness(config, parts)
+    harness.layer.forward()
+    np.testing.assert_array_equal(harness.layer.tops[0].data,
+                                  np.concatenate([parts["a"], parts["b"]], axis=1))
+    harness.check_gradients()
+
+
+def test_concat_rejects_bottoms_that_differ_off_its_axis(engine) -> None:
+    config = engine.make_config("Concat", name="cat", bottoms=["a", "b"], tops=["y"])
+    with pytest.raises(ConfigError, match="'cat'.*differ off axis 1"):
+        engine.LayerHarness(config, {"a": np.zeros((2, 3, 4)), "b": np.zeros((2, 3, 5))})
+
+
+def test_slice_cuts_at_its_points_and_an_unread_top_takes_no_gradient(rng, engine) -> None:
+    x = rng.normal(size=(4, 9))
+    config = engine.make_config("Slice", name="cut", bottoms=["x"], tops=["a", "b", "c"],
+                                slice_point=[2, 7])
+    harness = engine.LayerHarness(config, {"x": x})
+    harness.layer.forward()
+    for top, (lo, hi) in zip(harness.layer.tops, [(0, 2), (2, 7), (7, 9)], strict=True):
+        np.testing.assert_array_equal(top.data, [row[lo:hi] for row in x.tolist()])
+    harness.check_gradients()
+
+
+@pytest.mark.parametrize("points", [[9], [3, 3], [0, 4], [4, 6, 8]])
+def test_slice_rejects_points_that_do_not_cut(points, engine) -> None:
+    with pytest.raises(ConfigError, match="'cut'.*slice_point"):
+        config = engine.make_config("Slice", name="cut", bottoms=["x"], tops=["a", "b", "c"],
+                                    slice_point=points)
+        engine.LayerHarness(config, {"x": np.zeros((2, 9))})
+
+
+@pytest.mark.parametrize("neuron", ["Identity", {"type": "Exponential", "cap": 0.5}], ids=str)
+def test_contrast_level_scales_each_row_about_its_mean(neuron, rng, engine) -> None:
+    x, ab = rng.normal(size=(3, 2, 4)), rng.normal(scale=0.5, size=(3, 2))
+    config = engine.make_config("ContrastLevel", name="cl", bottoms=["x", "ab"], tops=["y"],
+                                neuron=neuron)
+    harness = engine.LayerHarness(config, {"x": x, "ab": ab})
+    harness.layer.forward()
+    for row, (a, b), got in zip(x.reshape(3, 8), ab, harness.layer.tops[0].data.reshape(3, 8),
+                                strict=True):
+        mean = sum(row) / len(row)
+        expected = [mean + (1 + a) * (v - mean) + b for v in row]
+        if neuron != "Identity":
+            expected = [math.exp(min(u, 0.5)) for u in expected]
+        np.testing.assert_allclose(got, expected, rtol=1e-13)
+    harness.check_gradients()
+
+
+def test_contrast_level_at_zero_is_the_identity_and_checks_its_head(rng, engine) -> None:
+    x = rng.normal(size=(3, 5))
+    config = engine.make_config("ContrastLevel", name="cl", bottoms=["x", "ab"], tops=["y"])
+    harness = engine.LayerHarness(config, {"x": x, "ab": np.zeros((3, 2))})
+    harness.layer.forward()
+    np.testing.assert_allclose(harness.layer.tops[0].data, x, rtol=1e-15)
+    with pytest.raises(ConfigError, match="'cl'.*'ab' must be \\(N, 2\\)"):
+        engine.LayerHarness(config, {"x": x, "ab": np.zeros((3, 3))})
+
+
 def _noise_level(engine, images: np.ndarray, **fields) -> np.ndarray:
     config = engine.make_config("NoiseLevel", name="noise", bottoms=["x"], tops=["y"], **fields)
     harness = engine.LayerHarness(config, {"x": images}, grad_bottoms=())
@@ -273,6 +335,18 @@ def test_noise_level_with_a_huge_clip_is_the_plain_mean_difference(rng, engine) 
     np.testing.assert_allclose(got, np.log(plain * math.sqrt(math.pi) / 2), rtol=1e-12)
 
 
+def test_noise_level_with_a_lag_differences_pixels_that_far_apart(rng, engine) -> None:
+    white = rng.normal(size=(400, 400))
+    correlated = (white + np.roll(white, 1, axis=1)) / math.sqrt(2)  # sd 1, neighbours at 0.5
+    images = 0.02 * correlated[None, None]
+    got = [math.exp(_noise_level(engine, images, lag=lag)[0]) for lag in (1, 2)]
+    assert got[0] == pytest.approx(0.02 * math.sqrt(0.5), rel=0.02)  # sees half the variance
+    assert got[1] == pytest.approx(0.02, rel=0.02)  # past the correlation: all of it
+    plain = np.abs(images[..., 3:] - images[..., :-3]).mean()
+    assert _noise_level(engine, images, clip=1e30, lag=3)[0] == pytest.approx(
+        math.log(plain * math.sqrt(math.pi) / 2), rel=1e-9)
+
+
 def test_noise_level_of_a_flat_image_is_the_floor(engine) -> None:
     got = _noise_level(engine, np.full((2, 1, 4, 4), 0.5), floor=1e-4)
     np.testing.assert_allclose(got, math.log(1e-4))
@@ -283,6 +357,9 @@ def test_noise_level_needs_images_and_takes_no_gradient(engine) -> None:
     assert not config.can_do_bp and not config.has_param
     with pytest.raises(ConfigError, match="'noise'.*images"):
         engine.LayerHarness(config, {"x": np.zeros((2, 16))})
-    for field in ("floor", "clip"):
+    with pytest.raises(ConfigError, match="'noise'.*lag = 4"):
+        engine.LayerHarness(engine.make_config("NoiseLevel", name="noise", bottoms=["x"],
+                                               tops=["y"], lag=4), {"x": np.zeros((2, 1, 4, 4))})
+    for field in ("floor", "clip", "lag"):
         with pytest.raises(ConfigError, match=f"'noise'.*{field}"):
             engine.make_config("NoiseLevel", name="noise", bottoms=["x"], tops=["y"], **{field: 0})

@@ -33,6 +33,21 @@ def test_each_images_best_scale_beats_a_scan(images) -> None:
         assert np.all(at_best >= metrics.diag_gaussian_loglik(x, mean, t * sd) - 1e-9)
 
 
+def test_each_images_best_contrast_and_scale_beats_a_scan_and_the_scale_alone(images) -> None:
+    x, mean, sd = images
+    best = sd_calibration.best_contrast_loglik(x, mean, sd)
+    scale_only = np.sqrt(sd_calibration.per_image_z2(x, mean, sd))[:, None, None, None]
+    assert np.all(best >= metrics.diag_gaussian_loglik(x, mean, sd * scale_only) - 1e-9)  # c = 1
+    centre = np.log(sd).mean(axis=(1, 2, 3), keepdims=True)
+    for c in sd_calibration.CONTRASTS:
+        for t in np.linspace(0.2, 4.0, 60):
+            shaped = t * np.exp(centre + c * (np.log(sd) - centre))
+            assert np.all(best >= metrics.diag_gaussian_loglik(x, mean, shaped) - 1e-9)
+    flat = np.sqrt(((x - mean) ** 2).mean(axis=(1, 2, 3), keepdims=True))  # c = 0: one sd
+    np.testing.assert_array_less(metrics.diag_gaussian_loglik(x, mean, flat + 0 * sd) - 1e-9,
+                                 best + 1e-9)
+
+
 def test_held_out_r2_is_one_for_a_linear_target_and_near_zero_for_noise() -> None:
     rng = np.random.default_rng(5)
     features = rng.standard_normal((400, 3))

@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 MAIN_JOB = REPO / "examples" / "galaxy_vae.yaml"
 # shipped run -> its latent dimension
 SHIPPED_RUNS = {"galaxy_vae_full": 8, "galaxy_vae_z32": 32, "galaxy_vae_z32_rejoint": 32,
-                "galaxy_vae_z32_noise": 32, "galaxy_vae_z32_roughness": 32}
+                "galaxy_vae_z32_noise": 32, "galaxy_vae_z32_roughness": 32,
+                "galaxy_vae_z32_wide": 32, "galaxy_vae_z32_contrast": 36}
 TINY_SIZES = "train=200,heldout=50,valid=100,train-large=200"
 HELDOUT_IMAGES = 50
 STAGE_ITERATIONS = {"mean": 30, "sd": 20}
@@ -297,6 +298,21 @@ def test_shipped_runs_load_and_evaluate(name: str, tiny_data: Path) -> None:
     for fraction in ("mse_win_fraction", "likelihood_win_fraction"):
         assert 0.0 <= summary[fraction] <= 1.0
     assert math.isfinite(summary["elbo_nats_per_image"])
+
+
+def test_the_contrast_run_changed_only_the_sd_of_the_run_it_started_from(tiny_data: Path) -> None:
+    """Only the statistics latents and the contrast head trained: g_mu(x)[:32] and f_mu are the
+    wide run's exactly; the sd is not."""
+    runs = [REPO / "results" / name for name in ("galaxy_vae_z32_wide", "galaxy_vae_z32_contrast")]
+    if not all(run.exists() for run in runs):
+        pytest.skip("the shipped wide and contrast runs are not in this checkout")
+    wide, contrast = (GalaxyVAE.load(str(run)) for run in runs)
+    x = load("builtin:heldout").data[:20]
+    z_wide, z_contrast = wide.encode(x)[0], contrast.encode(x)[0]
+    np.testing.assert_array_equal(z_contrast[:, :32], z_wide)
+    before, after = wide.decode(z_wide), contrast.decode(z_contrast)
+    np.testing.assert_array_equal(after.mean, before.mean)
+    assert np.all(after.sd > 0) and not np.allclose(after.sd, before.sd, rtol=1e-3)
 
 
 def test_python_api_shapes(trained: Path, heldout: GalaxyDataset) -> None:

@@ -316,10 +316,10 @@ def test_noise_level_matches_the_layers_numpy_path(gpu: Any, rng: np.random.Gene
     images = (rng.normal(size=(37, 3, 20, 31)) * np.exp(rng.uniform(-6, 0, size=(37, 1, 1, 1)))
               ).astype(gpu.dtype)
     images[3] = 1.0  # no differences at all: the floor
-    for clip in (3.0, 1e30):  # 1e30: every difference kept
+    for clip, lag in ((3.0, 1), (1e30, 1), (3.0, 3)):  # 1e30: every difference kept
         out = poisoned(gpu, (37, 1))
-        gpu.kernels.noise_level(device(gpu, images), clip, calibration(clip), 1e-5, out)
-        np.testing.assert_allclose(host(gpu, out)[:, 0], log_noise_sd(images, 1e-5, clip),
+        gpu.kernels.noise_level(device(gpu, images), clip, calibration(clip), 1e-5, lag, out)
+        np.testing.assert_allclose(host(gpu, out)[:, 0], log_noise_sd(images, 1e-5, clip, lag),
                                    **tolerance(gpu.dtype.name))
 
 

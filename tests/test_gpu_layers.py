@@ -103,9 +103,10 @@ def test_gaussian_recon_loss(engine: Any, gpu: Any, options: dict, rng: np.rando
     compare(engine, gpu, config, bottoms, grad_bottoms=("mu", "sigma"))
 
 
-def test_noise_level(engine: Any, gpu: Any, rng: np.random.Generator):
+@pytest.mark.parametrize("lag", [1, 2])
+def test_noise_level(engine: Any, gpu: Any, lag: int, rng: np.random.Generator):
     """Forward only: the layer takes no gradient."""
-    config = engine.make_config("NoiseLevel", name="noise", bottoms=["x"], tops=["y"])
+    config = engine.make_config("NoiseLevel", name="noise", bottoms=["x"], tops=["y"], lag=lag)
     scale = np.exp(rng.uniform(-7, -1, size=(100, 1, 1, 1)))
     images = scale * (rng.normal(size=(100, 1, 69, 69)) + 30 * (rng.random((100, 1, 69, 69)) < .01))
     images[0] = 0.25  # a flat image: the floor
@@ -133,6 +134,24 @@ def test_square_loss(engine: Any, gpu: Any, rng: np.random.Generator):
 def test_split(engine: Any, gpu: Any, rng: np.random.Generator):
     config = engine.make_config("Split", name="s", bottoms=["x"], tops=["a", "b", "c"])
     compare(engine, gpu, config, {"x": rng.normal(size=(6, 5))})
+
+
+def test_concat(engine: Any, gpu: Any, rng: np.random.Generator):
+    config = engine.make_config("Concat", name="c", bottoms=["a", "b"], tops=["y"])
+    compare(engine, gpu, config, {"a": rng.normal(size=(6, 5)), "b": rng.normal(size=(6, 2))})
+
+
+def test_slice(engine: Any, gpu: Any, rng: np.random.Generator):
+    config = engine.make_config("Slice", name="s", bottoms=["x"], tops=["a", "b"],
+                                slice_point=[4])
+    compare(engine, gpu, config, {"x": rng.normal(size=(6, 7))})
+
+
+def test_contrast_level(engine: Any, gpu: Any, rng: np.random.Generator):
+    config = engine.make_config("ContrastLevel", name="cl", bottoms=["x", "ab"], tops=["y"],
+                                neuron={"type": "Exponential", "cap": 1.0})
+    compare(engine, gpu, config,
+            {"x": rng.normal(size=(100, 4761)), "ab": rng.normal(scale=0.3, size=(100, 2))})
 
 
 def test_random_normal_draws_fresh_numbers_and_resumes_them(engine: Any, gpu: Any):

@@ -332,7 +332,7 @@ def test_every_launch_passes_what_the_kernel_signature_takes(dtype: str):
     kernels.square_loss(x, x, 0.01, loss, x, x)
     kernels.philox_normal(x, kernels.random_state(7))
     kernels.gather_rows(a(500, 37), FakeArray(100, np.int64), x)
-    kernels.noise_level(a(100, 1, 69, 69), 3.0, 1.13, 1e-6, a(100, 1))
+    kernels.noise_level(a(100, 1, 69, 69), 3.0, 1.13, 1e-6, 2, a(100, 1))
     kernels.accumulate_losses(FakeArray(2, np.uint64), FakeArray(2, np.float64))
     kernels.gemm_tiled(a(100, 4761), a(4761, 128), a(100, 128), 100, 128, 4761, False, False)
     kernels.gemm_tiled(a(4761, 100), a(100, 128), a(4761, 128), 4761, 128, 100, True, False)

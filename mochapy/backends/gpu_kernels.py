@@ -277,7 +277,7 @@ class KernelLibrary:
         )
 
     def noise_level(
-        self, images: Any, clip: float, calibration: float, floor: float, out: Any
+        self, images: Any, clip: float, calibration: float, floor: float, lag: int, out: Any
     ) -> None:
         """out[i] = log of image i's clipped-difference noise sd (layers/noise_level.py)."""
         count, width = images.shape[0], images.shape[-1]
@@ -285,7 +285,7 @@ class KernelLibrary:
         self._launch(
             "noise_level.cu", "noise_level<{T}>", (count,), (BLOCK,),
             (images, np.int32(count), np.int32(rows), np.int32(width), self.scalar(clip),
-             self.scalar(calibration), self.scalar(floor), out),
+             self.scalar(calibration), self.scalar(floor), np.int32(lag), out),
         )
 
     def gather_rows(self, dataset: Any, rows: Any, out: Any) -> None:

@@ -1,6 +1,8 @@
 """Every layer type, registered by importing its module (one layer per file)."""
 
 from mochapy.layers import (  # noqa: F401  (imported for registration)
+    concat,
+    contrast_level,
     element_wise,
     gaussian_kl_loss,
     gaussian_recon_loss,
@@ -12,6 +14,7 @@ from mochapy.layers import (  # noqa: F401  (imported for registration)
     noise_level,
     power,
     random_normal,
+    slice,
     split,
     square_loss,
 )

@@ -5,8 +5,10 @@ hardly learns a second-order statistic such as the noise level from raw pixels. 
 it one: log sigma_hat per image, from the absolute differences of horizontally adjacent pixels
 (sqrt(2) sigma apart for white noise; smooth galaxy light barely moves them), averaged after
 dropping those above `clip` times their mean (edges, stars), and scaled so that sigma_hat = sigma
-for white Gaussian noise. A huge clip keeps every difference: the image's pixel-scale roughness,
-noise and fine structure together. Images whose differences are all zero get log(floor).
+for white Gaussian noise. With `lag` > 1 the differences are of pixels `lag` apart: noise that
+resampling has correlated between neighbours is seen whole, not only its high frequencies.
+A huge clip keeps every difference: the image's pixel-scale roughness, noise and fine structure
+together. Images whose differences are all zero get log(floor).
 
 bottom: images (N, C, H, W); top: (N, 1). Data-only: no gradient flows back into the images.
 """
@@ -29,10 +31,12 @@ def calibration(clip: float) -> float:
     return sd * math.sqrt(2.0 / math.pi) * (1.0 - math.exp(-a * a / 2)) / math.erf(a / math.sqrt(2))
 
 
-def log_noise_sd(images: np.ndarray, floor: float, clip: float = 3.0) -> np.ndarray:
+def log_noise_sd(
+    images: np.ndarray, floor: float, clip: float = 3.0, lag: int = 1
+) -> np.ndarray:
     """log sigma_hat for each image of `images` (N, C, H, W), as the layer computes it."""
     images = np.asarray(images)
-    d = np.abs(np.diff(images, axis=-1)).reshape(len(images), -1)
+    d = np.abs(images[..., lag:] - images[..., :-lag]).reshape(len(images), -1)
     mean = d.mean(axis=1, keepdims=True, dtype=np.float64)  # sums in double, as on the GPU
     kept = d < clip * mean
     count = kept.sum(axis=1)
@@ -46,6 +50,7 @@ def log_noise_sd(images: np.ndarray, floor: float, clip: float = 3.0) -> np.ndar
 class NoiseLevelConfig(LayerConfig):
     floor: float = 1e-6  # sigma_hat never falls below this (data units), so the log is finite
     clip: float = 3.0  # differences above clip times their mean are dropped
+    lag: int = 1  # differences of pixels this far apart along a row
 
     type_name = "NoiseLevel"
 
@@ -53,6 +58,7 @@ class NoiseLevelConfig(LayerConfig):
         super().validate()
         self.require(self.floor > 0, "floor", "must be positive")
         self.require(self.clip > 0, "clip", "must be positive")
+        self.require(self.lag >= 1, "lag", "must be 1 or more")
 
 
 class NoiseLevelLayer(Layer):
@@ -60,18 +66,22 @@ class NoiseLevelLayer(Layer):
 
     def setup(self) -> None:
         x = self.bottoms[0]
-        if len(x.shape) != 4 or x.shape[-1] < 2:
-            raise self.fail(f"bottom {x.name!r} must hold images (N, C, H, W >= 2), has {x.shape}")
+        lag = self.config.lag
+        if len(x.shape) != 4 or x.shape[-1] <= lag:
+            raise self.fail(f"bottom {x.name!r} must hold images (N, C, H, W > lag = {lag}), "
+                            f"has {x.shape}")
         self.y = self.make_top(self.config.tops[0], (x.shape[0], 1))
         self.calibration = calibration(self.config.clip)
 
     def _forward_cpu(self) -> None:
-        self.y.data[:, 0] = log_noise_sd(self.bottoms[0].data, self.config.floor, self.config.clip)
+        self.y.data[:, 0] = log_noise_sd(
+            self.bottoms[0].data, self.config.floor, self.config.clip, self.config.lag
+        )
 
     def _forward_gpu(self) -> None:
         cfg = self.config
         self.backend.kernels.noise_level(
-            self.bottoms[0].data, cfg.clip, self.calibration, cfg.floor, self.y.data
+            self.bottoms[0].data, cfg.clip, self.calibration, cfg.floor, cfg.lag, self.y.data
         )
 
 

@@ -1,0 +1,62 @@
+"""Concat: bottoms joined along `axis` (Mocha's ConcatLayer, Caffe's `axis` field).
+
+Why: a latent vector built from parts, e.g. g_mu(x) from the encoder MLP next to a few image
+statistics that must reach the decoder unmixed. Every other axis must agree. The top is a copy;
+backward hands each bottom its own slice of the top's gradient. Plain array copies, so the NumPy
+and CuPy paths are the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mochapy.layers.base import Layer, LayerConfig, register_layer
+
+
+@register_layer
+@dataclass(frozen=True)
+class ConcatConfig(LayerConfig):
+    axis: int = 1  # counted with the batch axis as 0
+
+    type_name = "Concat"
+    can_do_bp = True
+    n_bottoms = (2, None)
+
+    def validate(self) -> None:
+        super().validate()
+        self.require(self.axis >= 1, "axis", "must be 1 or more (axis 0 is the batch)")
+
+
+class ConcatLayer(Layer):
+    config: ConcatConfig
+
+    def setup(self) -> None:
+        axis, shapes = self.config.axis, [b.shape for b in self.bottoms]
+        if any(len(s) <= axis for s in shapes):
+            raise self.fail(f"every bottom needs an axis {axis}; shapes {shapes}")
+        rest = {s[:axis] + s[axis + 1:] for s in shapes}
+        if len(rest) != 1:
+            raise self.fail(f"bottoms differ off axis {axis}: shapes {shapes}")
+        widths = [s[axis] for s in shapes]
+        self.bounds = [sum(widths[:k]) for k in range(len(widths) + 1)]
+        top_shape = (*shapes[0][:axis], self.bounds[-1], *shapes[0][axis + 1:])
+        self.y = self.make_top(self.config.tops[0], top_shape)
+
+    def _part(self, array, k: int):
+        index = (slice(None),) * self.config.axis + (slice(self.bounds[k], self.bounds[k + 1]),)
+        return array[index]
+
+    def _forward_cpu(self) -> None:
+        for k, bottom in enumerate(self.bottoms):
+            self._part(self.y.data, k)[...] = bottom.data
+
+    def _backward_cpu(self) -> None:
+        for k, bottom in enumerate(self.bottoms):
+            if bottom.diff is not None:
+                bottom.diff[...] = self._part(self.y.diff, k)
+
+    _forward_gpu = _forward_cpu
+    _backward_gpu = _backward_cpu
+
+
+ConcatConfig.layer_class = ConcatLayer
