@@ -58,8 +58,8 @@ class ContrastLevelLayer(Layer):
                                     self.dpre)
         a = ab.data[:, :1]
         if ab.diff is not None:
-            centred = x.data.reshape(self.rows) - x.data.reshape(self.rows).mean(axis=1,
-                                                                                keepdims=True)
+            rows = x.data.reshape(self.rows)
+            centred = rows - rows.mean(axis=1, keepdims=True)
             ab.diff[:, 0] = (self.dpre * centred).sum(axis=1)
             ab.diff[:, 1] = self.dpre.sum(axis=1)
         if x.diff is not None:  # du_j/dx_k = (1 + a) [j = k] - a / D
