@@ -248,6 +248,11 @@ class Layer:
         """Restore what `state_dict` returned."""
 
 
+def along_axis(axis: int, start: int, stop: int) -> tuple[slice, ...]:
+    """The index of [start, stop) along `axis`, all of every axis before it (Concat, Slice)."""
+    return (slice(None),) * axis + (slice(start, stop),)
+
+
 def rng_state(rng: np.random.Generator) -> np.ndarray:
     """A generator's full state as a uint8 array (HDF5-friendly), for bit-identical resume."""
     return np.frombuffer(json.dumps(rng.bit_generator.state).encode(), dtype=np.uint8).copy()

@@ -9,8 +9,9 @@ and CuPy paths are the same code.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
-from mochapy.layers.base import Layer, LayerConfig, register_layer
+from mochapy.layers.base import Layer, LayerConfig, along_axis, register_layer
 
 
 @register_layer
@@ -38,22 +39,19 @@ class ConcatLayer(Layer):
         if len(rest) != 1:
             raise self.fail(f"bottoms differ off axis {axis}: shapes {shapes}")
         widths = [s[axis] for s in shapes]
-        self.bounds = [sum(widths[:k]) for k in range(len(widths) + 1)]
-        top_shape = (*shapes[0][:axis], self.bounds[-1], *shapes[0][axis + 1:])
+        bounds = [sum(widths[:k]) for k in range(len(widths) + 1)]
+        self.parts = [along_axis(axis, lo, hi) for lo, hi in pairwise(bounds)]
+        top_shape = (*shapes[0][:axis], bounds[-1], *shapes[0][axis + 1:])
         self.y = self.make_top(self.config.tops[0], top_shape)
 
-    def _part(self, array, k: int):
-        index = (slice(None),) * self.config.axis + (slice(self.bounds[k], self.bounds[k + 1]),)
-        return array[index]
-
     def _forward_cpu(self) -> None:
-        for k, bottom in enumerate(self.bottoms):
-            self._part(self.y.data, k)[...] = bottom.data
+        for part, bottom in zip(self.parts, self.bottoms, strict=True):
+            self.y.data[part] = bottom.data
 
     def _backward_cpu(self) -> None:
-        for k, bottom in enumerate(self.bottoms):
+        for part, bottom in zip(self.parts, self.bottoms, strict=True):
             if bottom.diff is not None:
-                bottom.diff[...] = self._part(self.y.diff, k)
+                bottom.diff[...] = self.y.diff[part]
 
     _forward_gpu = _forward_cpu
     _backward_gpu = _backward_cpu

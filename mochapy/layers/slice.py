@@ -8,8 +8,9 @@ gradient stays zero). Plain array copies, so the NumPy and CuPy paths are the sa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
-from mochapy.layers.base import Layer, LayerConfig, register_layer
+from mochapy.layers.base import Layer, LayerConfig, along_axis, register_layer
 
 
 @register_layer
@@ -40,25 +41,22 @@ class SliceLayer(Layer):
         if len(shape) <= axis or self.config.slice_point[-1] >= shape[axis]:
             raise self.fail(f"slice_point {list(self.config.slice_point)} does not fit axis "
                             f"{axis} of bottom {self.bottoms[0].name!r} {shape}")
-        self.bounds = [0, *self.config.slice_point, shape[axis]]
-        for k, name in enumerate(self.config.tops):
-            width = self.bounds[k + 1] - self.bounds[k]
-            self.make_top(name, (*shape[:axis], width, *shape[axis + 1:]))
-
-    def _part(self, array, k: int):
-        index = (slice(None),) * self.config.axis + (slice(self.bounds[k], self.bounds[k + 1]),)
-        return array[index]
+        bounds = pairwise([0, *self.config.slice_point, shape[axis]])
+        self.parts = []
+        for name, (lo, hi) in zip(self.config.tops, bounds, strict=True):
+            self.parts.append(along_axis(axis, lo, hi))
+            self.make_top(name, (*shape[:axis], hi - lo, *shape[axis + 1:]))
 
     def _forward_cpu(self) -> None:
-        for k, top in enumerate(self.tops):
-            top.data[...] = self._part(self.bottoms[0].data, k)
+        for part, top in zip(self.parts, self.tops, strict=True):
+            top.data[...] = self.bottoms[0].data[part]
 
     def _backward_cpu(self) -> None:
         x = self.bottoms[0]
         if x.diff is None:
             return
-        for k, top in enumerate(self.tops):
-            self._part(x.diff, k)[...] = top.diff
+        for part, top in zip(self.parts, self.tops, strict=True):
+            x.diff[part] = top.diff
 
     _forward_gpu = _forward_cpu
     _backward_gpu = _backward_cpu
