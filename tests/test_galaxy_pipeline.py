@@ -315,6 +315,30 @@ def test_the_contrast_run_changed_only_the_sd_of_the_run_it_started_from(tiny_da
     assert np.all(after.sd > 0) and not np.allclose(after.sd, before.sd, rtol=1e-3)
 
 
+def test_the_contrast_experiment_trains_only_its_new_layers(tiny_data: Path,
+                                                           tmp_path: Path) -> None:
+    """`mochapy run` of experiments/galaxy_vae_z32_contrast.yaml, shortened, from the shipped wide
+    run: every weight that run has comes out unchanged, the contrast head does not."""
+    wide = REPO / "results" / "galaxy_vae_z32_wide"
+    if not wide.exists():
+        pytest.skip("the shipped wide run is not in this checkout")
+    experiment = REPO / "experiments" / "galaxy_vae_z32_contrast.yaml"
+    (stage,) = yaml.safe_load(experiment.read_text())["stages"]
+    stage["set"] = {**stage["set"], "solver.max_iter": 5, "solver.max_seconds": 0}
+    net = {"extends": str(experiment), "name": "contrast_tiny", "set": {"data.batch_size": 10},
+           "stages": [stage]}
+    (tmp_path / "net.yaml").write_text(yaml.safe_dump(net, sort_keys=False))
+    assert_succeeded(run_command(MOCHAPY, "run", tmp_path / "net.yaml", "--out", "run",
+                                 "--quiet", cwd=tmp_path))
+    before, after = read_weights(str(wide / "weights.h5")), read_weights(
+        str(tmp_path / "run" / "weights.h5"))
+    assert set(before) < set(after)
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value, err_msg=key)
+    assert np.any(after["contrast.weight"] != 0) and np.any(after["z_mu_stats.bias"] != 0)
+    assert "97.1%" in (tmp_path / "run" / "report.md").read_text()  # the poster's row
+
+
 def test_python_api_shapes(trained: Path, heldout: GalaxyDataset) -> None:
     model = GalaxyVAE.load(str(trained))
     assert model.image_shape == (1, 69, 69) and model.latent_dim == 8
