@@ -247,6 +247,15 @@ def test_concat_rejects_bottoms_that_differ_off_its_axis(engine) -> None:
         engine.LayerHarness(config, {"a": np.zeros((2, 3, 4)), "b": np.zeros((2, 3, 5))})
 
 
+@pytest.mark.parametrize(("layer_type", "fields"), [
+    ("Concat", {"bottoms": ["a", "b"], "tops": ["c"]}),
+    ("Slice", {"bottoms": ["a"], "tops": ["c", "d"], "slice_point": [1]}),
+])
+def test_concat_and_slice_leave_the_batch_axis_alone(layer_type, fields, engine) -> None:
+    with pytest.raises(ConfigError, match=f"'{layer_type}'.*axis.*batch"):
+        engine.make_config(layer_type, name=layer_type, axis=0, **fields)
+
+
 def test_slice_cuts_at_its_points_and_an_unread_top_takes_no_gradient(rng, engine) -> None:
     x = rng.normal(size=(4, 9))
     config = engine.make_config("Slice", name="cut", bottoms=["x"], tops=["a", "b", "c"],

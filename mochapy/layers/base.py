@@ -248,6 +248,18 @@ class Layer:
         """Restore what `state_dict` returned."""
 
 
+@dataclass(frozen=True)
+class AxisConfig(LayerConfig):
+    """A layer that cuts or joins its blobs along one non-batch axis (Concat, Slice)."""
+
+    axis: int = 1  # counted with the batch axis as 0
+    can_do_bp = True
+
+    def validate(self) -> None:
+        super().validate()
+        self.require(self.axis >= 1, "axis", "must be 1 or more (axis 0 is the batch)")
+
+
 def along_axis(axis: int, start: int, stop: int) -> tuple[slice, ...]:
     """The index of [start, stop) along `axis`, all of every axis before it (Concat, Slice)."""
     return (slice(None),) * axis + (slice(start, stop),)

@@ -11,21 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 
-from mochapy.layers.base import Layer, LayerConfig, along_axis, register_layer
+from mochapy.layers.base import AxisConfig, Layer, along_axis, register_layer
 
 
 @register_layer
 @dataclass(frozen=True)
-class ConcatConfig(LayerConfig):
-    axis: int = 1  # counted with the batch axis as 0
-
+class ConcatConfig(AxisConfig):
     type_name = "Concat"
-    can_do_bp = True
     n_bottoms = (2, None)
-
-    def validate(self) -> None:
-        super().validate()
-        self.require(self.axis >= 1, "axis", "must be 1 or more (axis 0 is the batch)")
 
 
 class ConcatLayer(Layer):

@@ -10,22 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 
-from mochapy.layers.base import Layer, LayerConfig, along_axis, register_layer
+from mochapy.layers.base import AxisConfig, Layer, along_axis, register_layer
 
 
 @register_layer
 @dataclass(frozen=True)
-class SliceConfig(LayerConfig):
+class SliceConfig(AxisConfig):
     slice_point: tuple[int, ...] = ()
-    axis: int = 1  # counted with the batch axis as 0
 
     type_name = "Slice"
-    can_do_bp = True
     n_tops = (2, None)
 
     def validate(self) -> None:
         super().validate()
-        self.require(self.axis >= 1, "axis", "must be 1 or more (axis 0 is the batch)")
         points = self.slice_point
         self.require(len(points) == len(self.tops) - 1, "slice_point",
                      f"needs one point fewer than tops ({len(self.tops) - 1}), has {len(points)}")
