@@ -37,6 +37,7 @@ def analyse(before_dir: str, after_dir: str, data: str, out: str) -> dict:
     from galaxy_model import metrics
     from galaxy_model.baseline import fit_gaussian2d
     from galaxy_model.builtin import load
+    from galaxy_model.evaluation import baseline_misfit_groups
     from galaxy_model.model import GalaxyVAE
 
     before, after = GalaxyVAE.load(before_dir), GalaxyVAE.load(after_dir)
@@ -49,26 +50,25 @@ def analyse(before_dir: str, after_dir: str, data: str, out: str) -> dict:
     won_before = metrics.likelihood_win(x64, old.mean, old.sd, baseline)
     won_after = metrics.likelihood_win(x64, new.mean, new.sd, baseline)
     contrast = effective_contrast(old.sd, new.sd)
-    misfit = metrics.per_image_mse(x64, baseline)
-    quartile = np.searchsorted(np.quantile(misfit, [0.25, 0.5, 0.75]), misfit)
+    quartiles = baseline_misfit_groups(metrics.per_image_mse(x64, baseline))
     summary = {
         "before": before_dir, "after": after_dir, "data": data, "n_images": len(x),
         "likelihood_wins_before": float(won_before.mean()),
         "likelihood_wins_after": float(won_after.mean()),
         "by_baseline_misfit_quartile": [
-            {"quartile": q + 1, "median_contrast": float(np.median(contrast[quartile == q])),
-             "likelihood_wins_before": float(won_before[quartile == q].mean()),
-             "likelihood_wins_after": float(won_after[quartile == q].mean())}
-            for q in range(4)
+            {"quartile": q + 1, "median_contrast": float(np.median(contrast[part])),
+             "likelihood_wins_before": float(won_before[part].mean()),
+             "likelihood_wins_after": float(won_after[part].mean())}
+            for q, part in enumerate(quartiles)
         ],
     }
     turned = np.flatnonzero(won_after & ~won_before)[:EXAMPLES]
     plot(x[turned], x[turned] - new.mean[turned], old.sd[turned], new.sd[turned],
-         contrast, quartile, os.path.join(out, "sd_contrast.png"))
+         contrast, quartiles, os.path.join(out, "sd_contrast.png"))
     return summary
 
 
-def plot(x, residual, sd_before, sd_after, contrast, quartile, out_png: str) -> None:
+def plot(x, residual, sd_before, sd_after, contrast, quartiles, out_png: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -96,8 +96,8 @@ def plot(x, residual, sd_before, sd_after, contrast, quartile, out_png: str) -> 
         figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
     ax = figure.add_subplot(grid[rows, :])
     bins = np.linspace(min(0.0, contrast.min()), max(1.6, contrast.max()), 40)
-    for q in range(4):
-        ax.hist(contrast[quartile == q], bins=bins, histtype="step", linewidth=1.5,
+    for q, part in enumerate(quartiles):
+        ax.hist(contrast[part], bins=bins, histtype="step", linewidth=1.5,
                 label=f"Gaussian-fit MSE quartile {q + 1}")
     ax.axvline(1.0, color="grey", linestyle=":")
     ax.set_xlabel("effective contrast 1 + a (1: the sd map as before; 0: flat)")

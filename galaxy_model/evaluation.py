@@ -48,6 +48,11 @@ def estimate_elbo(
     return metrics.elbo_per_image(recon / samples, kl)
 
 
+def baseline_misfit_groups(mse_baseline: np.ndarray, groups: int = 4) -> list[np.ndarray]:
+    """Image indices in `groups` equal parts by the Gaussian fit's MSE, best-fitted first."""
+    return np.array_split(np.argsort(mse_baseline, kind="stable"), groups)
+
+
 def wins_by_baseline_misfit(
     mse_baseline: np.ndarray, mse_win: np.ndarray, likelihood_win: np.ndarray, groups: int = 4
 ) -> list[dict]:
@@ -56,9 +61,8 @@ def wins_by_baseline_misfit(
     The first quartile holds the galaxies a Gaussian already fits best (near-Gaussian shapes, or
     faint ones whose residual is mostly noise); the last, those it misfits most.
     """
-    order = np.argsort(mse_baseline, kind="stable")
     rows = []
-    for index, part in enumerate(np.array_split(order, groups)):
+    for index, part in enumerate(baseline_misfit_groups(mse_baseline, groups)):
         rows.append({
             "quartile": index + 1,
             "n_images": int(len(part)),
