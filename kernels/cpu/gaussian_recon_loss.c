@@ -50,3 +50,50 @@
 
 DEFINE_GAUSSIAN_RECON_LOSS(gaussian_recon_loss_float, float, powf)
 DEFINE_GAUSSIAN_RECON_LOSS(gaussian_recon_loss_double, double, pow)
+
+// The same loss with known measurement noise and bad pixels. A pixel is used where mask (if given)
+// is 0 and ivar (if given) is > 0; unused pixels add nothing to the sum and get zero gradients.
+// The variance of a used pixel is v = sigma^2, or v = sigma^2 + 1 / ivar with noise_variance
+// (x ~ N(mu, sigma^2 + 1/ivar): the model's variance on top of the measured noise). Here
+// block_sums[b] is the whole sum over block b's used pixels of log 2pi + log v + (x - mu)^2 / v:
+//   dmu = s (mu - x) / v,   dsigma = s sigma (1 - (x - mu)^2 / v) / v
+// each times v^beta for beta-NLL; mean_inv_var > 0 gives dmu = s (mu - x) mean_inv_var instead.
+#define DEFINE_GAUSSIAN_RECON_LOSS_MASKED(NAME, T, LOG, POW)                                     \
+    void NAME(const T* restrict mu, const T* restrict sigma, const T* restrict x,                \
+              const T* restrict ivar, const T* restrict mask, int noise_variance, int64_t start, \
+              int64_t stop, int64_t block, double scale, double beta, double mean_inv_var,       \
+              T* restrict dmu, T* restrict dsigma, double* restrict block_sums) {                \
+        const double log_2pi = 1.8378770664093453;                                               \
+        const T s = (T)scale;                                                                    \
+        for (int64_t first = start; first < stop; first += block) {                              \
+            const int64_t last = first + block < stop ? first + block : stop;                    \
+            double total = 0.0;                                                                  \
+            for (int64_t i = first; i < last; ++i) {                                             \
+                const int used = (mask == NULL || mask[i] == (T)0) &&                            \
+                                 (ivar == NULL || ivar[i] > (T)0);                               \
+                if (!used) {                                                                     \
+                    if (dmu != NULL) {                                                           \
+                        dmu[i] = (T)0;                                                           \
+                        dsigma[i] = (T)0;                                                        \
+                    }                                                                            \
+                    continue;                                                                    \
+                }                                                                                \
+                const T sd = sigma[i];                                                           \
+                const T v = sd * sd + (noise_variance ? (T)1 / ivar[i] : (T)0);                  \
+                const T inv_v = (T)1 / v;                                                        \
+                const T r = x[i] - mu[i];                                                        \
+                const T z2 = r * r * inv_v;                                                      \
+                total += log_2pi + (double)LOG(v) + (double)z2;                                  \
+                if (dmu != NULL) {                                                               \
+                    const T w = beta == 0.0 ? s : s * POW(v, (T)beta);                           \
+                    dmu[i] = mean_inv_var > 0.0 ? (T)(scale * mean_inv_var) * -r                 \
+                                                : -w * r * inv_v;                                \
+                    dsigma[i] = w * sd * ((T)1 - z2) * inv_v;                                    \
+                }                                                                                \
+            }                                                                                    \
+            block_sums[first / block] = total;                                                   \
+        }                                                                                        \
+    }
+
+DEFINE_GAUSSIAN_RECON_LOSS_MASKED(gaussian_recon_loss_masked_float, float, logf, powf)
+DEFINE_GAUSSIAN_RECON_LOSS_MASKED(gaussian_recon_loss_masked_double, double, log, pow)

@@ -42,6 +42,9 @@ _SIGNATURES = {
                       _POINTER, ctypes.c_int, _POINTER, ctypes.c_double),
     "gaussian_recon_loss": (_POINTER, _POINTER, _POINTER, _I64, _I64, _I64, ctypes.c_double,
                             ctypes.c_double, ctypes.c_double, _POINTER, _POINTER, _POINTER),
+    "gaussian_recon_loss_masked": (_POINTER, _POINTER, _POINTER, _POINTER, _POINTER, ctypes.c_int,
+                                   _I64, _I64, _I64, ctypes.c_double, ctypes.c_double,
+                                   ctypes.c_double, _POINTER, _POINTER, _POINTER),
 }
 _C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
@@ -198,6 +201,31 @@ class CPUKernels:
 
         def call(start: int, stop: int) -> None:
             function(*pointers, start, stop, LOSS_BLOCK, scale, beta, mean_inv_var, *outputs)
+
+        self._in_parallel(call, mu.size)
+        return float(block_sums.sum())
+
+    def gaussian_recon_loss_masked(
+        self, mu: np.ndarray, sigma: np.ndarray, x: np.ndarray, ivar: np.ndarray | None,
+        mask: np.ndarray | None, noise_variance: bool, scale: float, beta: float,
+        mean_inv_var: float, dmu: np.ndarray | None, dsigma: np.ndarray | None,
+        block_sums: np.ndarray,
+    ) -> float:
+        """Sum over the used pixels (mask 0, ivar > 0) of log 2pi + log v + (x - mu)^2 / v, where
+        v = sigma^2 (+ 1/ivar with noise_variance); gradients as gaussian_recon_loss's with v for
+        sigma^2, zero at unused pixels."""
+        _check_contiguous(mu, sigma, x, ivar, mask, dmu, dsigma)
+        if (dmu is None) != (dsigma is None):
+            raise ValueError("give both gradients or neither")
+        if noise_variance and ivar is None:
+            raise ValueError("noise_variance needs ivar")
+        function = self._functions["gaussian_recon_loss_masked", mu.dtype]
+        inputs = (_address(mu), _address(sigma), _address(x), _address(ivar), _address(mask),
+                  int(noise_variance))
+        outputs = (_address(dmu), _address(dsigma), block_sums.ctypes.data)
+
+        def call(start: int, stop: int) -> None:
+            function(*inputs, start, stop, LOSS_BLOCK, scale, beta, mean_inv_var, *outputs)
 
         self._in_parallel(call, mu.size)
         return float(block_sums.sum())

@@ -230,14 +230,16 @@ class KernelLibrary:
     # -- losses: value, gradients and reduction in one launch -------------------------------------
     def gaussian_recon_loss(
         self, mu: Any, sigma: Any, x: Any, scale: float, beta: float, mean_inv_var: float,
-        loss: Any, dmu: Any | None, dsigma: Any | None,
+        loss: Any, dmu: Any | None, dsigma: Any | None, ivar: Any | None = None,
+        mask: Any | None = None, noise_variance: bool = False,
     ) -> None:
         """Loss into loss[0]; gradients (times sigma^(2 beta), beta-NLL; dmu at a fixed inverse
-        variance where mean_inv_var > 0) where not None."""
+        variance where mean_inv_var > 0) where not None. Pixels with mask != 0 or ivar <= 0 are
+        left out; noise_variance adds 1/ivar to each pixel's variance."""
         self._reduce(
             "gaussian_recon_loss.cu", "gaussian_recon_loss<{T}>", mu.size,
             (mu, sigma, x, self.scalar(scale), self.scalar(beta), self.scalar(mean_inv_var),
-             loss, dmu, dsigma,
+             loss, dmu, dsigma, ivar, mask, np.int32(noise_variance),
              np.int64(mu.size)),
         )
 
