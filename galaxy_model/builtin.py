@@ -4,6 +4,9 @@
     heldout   1,000 one-band synthetic galaxies, seed 2
     valid    10,000 one-band synthetic galaxies, seed 3
     train-large  60,000 one-band synthetic galaxies, seed 4
+    gz-train 43,444 Galaxy-Zoo-2-like synthetic galaxies (population gz-v1), seed 11
+    gz-valid  1,000 of them, seed 12
+    gz-heldout 1,000 of them, seed 13 (the counts of the poster's training and test sets)
               (each seed is an independent random stream: no image is shared between splits)
     real     the resolved galaxies of the Hubble eXtreme Deep Field picture that scikit-image
               ships (galaxy_model.hubble.build_real_split)
@@ -12,7 +15,8 @@ Each split is built on first use into the cache directory ($GALAXY_MODEL_CACHE, 
 ~/.cache/galaxy_model) under a name that carries the generator version, n and seed, and reused
 afterwards. Building holds an exclusive fcntl lock next to the file, so concurrent processes build
 it once, and the file appears atomically, so nobody reads it half-written. A cached file that no
-longer reads back is rebuilt with a warning.
+longer reads back is rebuilt with a warning. The
+synthetic splits' populations are galaxy_model.populations.SYNTH_V1 and GZ_V1 (docs/data.md).
 
 `resolve_source("builtin:train")` returns the file's path; it is the `builtin` entry point of
 `mochapy.data_sources`, so a net's HDF5Data layer can say `source: builtin:train`. `load(spec)`
@@ -33,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from galaxy_model.dataset import GalaxyDataset, read_dataset, write_dataset
-from galaxy_model.synth import GENERATOR_VERSION, synthesize
+from galaxy_model.populations import GZ_V1, SYNTH_V1, Population
+from galaxy_model.synth import synthesize
 from mochapy.errors import DataError
 
 SCHEME = "builtin"
@@ -46,6 +51,7 @@ REAL_VERSION = "xdf-v1"
 class SyntheticSplit:
     n: int
     seed: int
+    population: Population = SYNTH_V1
 
 
 SYNTHETIC_SPLITS = {
@@ -53,6 +59,9 @@ SYNTHETIC_SPLITS = {
     "heldout": SyntheticSplit(n=1_000, seed=2),
     "valid": SyntheticSplit(n=10_000, seed=3),
     "train-large": SyntheticSplit(n=60_000, seed=4),
+    "gz-train": SyntheticSplit(n=43_444, seed=11, population=GZ_V1),
+    "gz-valid": SyntheticSplit(n=1_000, seed=12, population=GZ_V1),
+    "gz-heldout": SyntheticSplit(n=1_000, seed=13, population=GZ_V1),
 }
 SPLITS = (*SYNTHETIC_SPLITS, "real")
 
@@ -97,8 +106,9 @@ def _split_file_and_builder(name: str) -> tuple[Path, Callable[[], GalaxyDataset
         return cache_dir() / f"real-{REAL_VERSION}.h5", build_real
     split = SYNTHETIC_SPLITS[name]
     n = _size_overrides().get(name, split.n)
-    path = cache_dir() / f"{name}-{GENERATOR_VERSION}-n{n}-seed{split.seed}.h5"
-    return path, lambda: synthesize(n, seed=split.seed, progress=True)
+    path = cache_dir() / f"{name}-{split.population.version}-n{n}-seed{split.seed}.h5"
+    return path, lambda: synthesize(n, seed=split.seed, progress=True,
+                                    population=split.population)
 
 
 def _readable(path: Path) -> bool:

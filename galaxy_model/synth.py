@@ -33,6 +33,10 @@ normalisation; saturated pixels get ivar 0 and mask 1. With bands=3 (stored i, r
 the R, G, B planes of a JPEG) bulges, bars and ellipticals are red, discs bluer, arms and clumps
 bluest.
 
+The distributions that a survey pins down (morphology mix, shapes, bars, neighbours, stars,
+seeing, S/N) come from a galaxy_model.populations.Population: SYNTH_V1 (the default, described
+above) or GZ_V1 (Galaxy-Zoo-2-like, from cited published values); the code is the same.
+
 Everything runs on whole batches (float32 arrays of images). Randomness comes from PCG64 streams:
 chunk i of seed S uses SeedSequence(S, spawn_key=(i,)) only, so any chunk can be rendered alone or
 in another process, and image j of seed S does not depend on how many images were asked for.
@@ -40,6 +44,7 @@ in another process, and image j of seed S does not depend on how many images wer
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing
 import os
@@ -54,21 +59,16 @@ from tqdm import tqdm
 
 from galaxy_model import stamps
 from galaxy_model.dataset import GalaxyDataset
+from galaxy_model.populations import MORPHOLOGIES, SYNTH_V1, Population
 
-GENERATOR_VERSION = "synth-v1"
+GENERATOR_VERSION = SYNTH_V1.version  # the default population's version
 CHUNK_SIZE = 250
 CANVAS = 96
 # Half-light radius of the central galaxy's light before the stretch; the photograph's measured
 # r50 comes out about 1.5 times larger, so an 11 r50 stamp spans most of the canvas.
 TARGET_R50_PX = 3.6
 
-NEIGHBOUR_RATE = 2.0  # mean number of neighbouring galaxies on the canvas at zoom 1
-NEIGHBOUR_FLUX = (0.03, 1.2)  # neighbour flux / central galaxy flux, log-uniform
-STAR_RATE = 0.5  # mean number of foreground stars on the canvas at zoom 1
-STAR_FLUX = (0.005, 1.0)  # star flux / central galaxy flux, log-uniform
 SERSIC_TRUNCATION = 6.0  # in r_e
-PSF_FWHM_IN_R50 = (0.25, 1.1)  # log-uniform
-SIGNAL_TO_NOISE = (100.0, 3000.0)  # of the central galaxy within 2 r50, log-uniform
 SKY_COUNTS = (40.0, 400.0)  # per pixel, log-uniform
 READ_NOISE = (3.0, 8.0)  # counts, uniform
 SOFTENING_IN_SKY_SIGMA = (2.0, 20.0)  # asinh softening / sky noise, log-uniform
@@ -86,8 +86,6 @@ _BLUE = np.array([1.25, 1.0, 0.82], np.float32)
 _BAR = 0.5 * (_RED + _DISC)
 _SKY_COLOUR = np.array([0.55, 1.0, 1.45], np.float32)
 
-_MORPHOLOGIES = ("elliptical", "lenticular", "spiral", "irregular", "merger")
-_MORPHOLOGY_SHARES = (0.22, 0.13, 0.45, 0.10, 0.10)
 _MAX_NEIGHBOURS = 24
 _MAX_STARS = 8
 _MAX_CLUMPS = 24
@@ -268,13 +266,13 @@ class _Central:
     colour_jitter: np.ndarray  # (k, 3)
 
 
-def _draw_central(rng: np.random.Generator, count: int) -> _Central:
+def _draw_central(rng: np.random.Generator, count: int, population: Population) -> _Central:
     """Survey-like mix of types, sizes, shapes, orientations and structures."""
-    kind_index = rng.choice(len(_MORPHOLOGIES), size=count, p=_MORPHOLOGY_SHARES)
-    kind = {name: kind_index == i for i, name in enumerate(_MORPHOLOGIES)}
+    kind_index = rng.choice(len(MORPHOLOGIES), size=count, p=population.morphology_shares)
+    kind = {name: kind_index == i for i, name in enumerate(MORPHOLOGIES)}
     size = TARGET_R50_PX * np.exp(rng.normal(0, 0.12, count))
     cos_inclination = rng.uniform(0.04, 1, count)
-    thickness = rng.uniform(0.1, 0.22, count)
+    thickness = rng.uniform(*population.disc_thickness, count)
     disc_axis_ratio = np.sqrt(cos_inclination**2 + thickness**2 * (1 - cos_inclination**2))
     is_disc = ~kind["elliptical"] & ~kind["irregular"]
     bulge_share = np.select(
@@ -283,12 +281,16 @@ def _draw_central(rng: np.random.Generator, count: int) -> _Central:
          np.zeros(count)],
         default=rng.uniform(0.2, 1.0, count),
     )
+    if population.bulge_share_scale != 1:
+        has_disc_and_bulge = kind["lenticular"] | kind["spiral"]
+        scaled = np.minimum(bulge_share * population.bulge_share_scale, 1.0)
+        bulge_share = np.where(has_disc_and_bulge, scaled, bulge_share)
     disc_scale = size * rng.uniform(0.9, 1.25, count) / 1.678
     arm_count = rng.choice([2, 3, 4, 6, 8], size=count, p=[0.5, 0.18, 0.14, 0.1, 0.08])
     flocculent = arm_count >= 6
     pitch = np.radians(rng.uniform(10, 35, count))
-    has_bar = (kind["spiral"] & (rng.uniform(size=count) < 0.35)) | (
-        kind["lenticular"] & (rng.uniform(size=count) < 0.2)
+    has_bar = (kind["spiral"] & (rng.uniform(size=count) < population.spiral_bar_fraction)) | (
+        kind["lenticular"] & (rng.uniform(size=count) < population.lenticular_bar_fraction)
     )
     bar_length = disc_scale * rng.uniform(0.9, 1.8, count)
     bar_angle = rng.uniform(0, np.pi, count)
@@ -321,14 +323,17 @@ def _draw_central(rng: np.random.Generator, count: int) -> _Central:
         bulge_axis_ratio=np.where(
             is_disc,
             np.maximum(disc_axis_ratio, rng.uniform(0.55, 1, count)),
-            np.clip(rng.normal(0.72, 0.17, count), 0.3, 1),
+            np.clip(rng.normal(*population.elliptical_axis_ratio, count), 0.3, 1),
         ),
         bulge_angle=rng.normal(0, 0.1, count) * is_disc,
         arm_count=arm_count,
         has_arms=kind["spiral"] | (merger & (rng.uniform(size=count) < 0.4)),
         pitch=pitch,
-        arm_strength=np.where(flocculent, rng.uniform(0.2, 0.5, count),
-                              rng.uniform(0.35, 0.95, count)),
+        arm_strength=np.minimum(
+            population.arm_strength_scale
+            * np.where(flocculent, rng.uniform(0.2, 0.5, count), rng.uniform(0.35, 0.95, count)),
+            1.0,
+        ),
         arm_power=np.where(flocculent, rng.uniform(1, 3, count), rng.uniform(2, 7, count)),
         arm_phase=arm_phase,
         has_bar=has_bar,
@@ -540,14 +545,16 @@ class _Field:
     star_sed: np.ndarray  # (k, _MAX_STARS, 3)
 
 
-def _draw_field(rng: np.random.Generator, count: int, size: np.ndarray) -> _Field:
+def _draw_field(rng: np.random.Generator, count: int, size: np.ndarray,
+                population: Population) -> _Field:
     """Poisson numbers of neighbours and stars, uniform over the field, varied in flux and form."""
     shape = (count, _MAX_NEIGHBOURS)
-    flux = _log_uniform(rng, NEIGHBOUR_FLUX, shape)
+    flux = population.neighbour_flux.draw(rng, shape)
     g_over_r = rng.uniform(0.3, 1.4, (count, _MAX_STARS))
     return _Field(
         neighbour_count=np.minimum(
-            rng.poisson(_FIELD_AREA_IN_CANVASES * NEIGHBOUR_RATE, count), _MAX_NEIGHBOURS
+            rng.poisson(_FIELD_AREA_IN_CANVASES * population.neighbour_rate, count),
+            _MAX_NEIGHBOURS,
         ),
         neighbour_position=_CENTRE + rng.uniform(-1, 1, shape + (2,)) * _FIELD_HALF_WIDTH,
         neighbour_flux=flux,
@@ -560,10 +567,10 @@ def _draw_field(rng: np.random.Generator, count: int, size: np.ndarray) -> _Fiel
         neighbour_sed=np.where((rng.uniform(size=shape) < 0.45)[..., None], _RED, _DISC)
         * np.exp(rng.normal(0, 0.1, shape + (3,))),
         star_count=np.minimum(
-            rng.poisson(_FIELD_AREA_IN_CANVASES * STAR_RATE, count), _MAX_STARS
+            rng.poisson(_FIELD_AREA_IN_CANVASES * population.star_rate, count), _MAX_STARS
         ),
         star_position=_CENTRE + rng.uniform(-1, 1, (count, _MAX_STARS, 2)) * _FIELD_HALF_WIDTH,
-        star_flux=_log_uniform(rng, STAR_FLUX, (count, _MAX_STARS)),
+        star_flux=population.star_flux.draw(rng, (count, _MAX_STARS)),
         star_sed=np.stack([g_over_r, np.ones_like(g_over_r), 1 / np.sqrt(g_over_r)], axis=-1),
     )
 
@@ -608,15 +615,15 @@ class _Observation:
     noise: np.ndarray  # (k, bands, CANVAS, CANVAS) standard normal draws
 
 
-def _draw_observation(rng: np.random.Generator, count: int, bands: int,
-                      size: np.ndarray) -> _Observation:
+def _draw_observation(rng: np.random.Generator, count: int, bands: int, size: np.ndarray,
+                      population: Population) -> _Observation:
     """Seeing, sky, S/N and stretch of each image, varied as in a survey."""
     return _Observation(
-        fwhm=size * _log_uniform(rng, PSF_FWHM_IN_R50, count),
+        fwhm=size * population.psf_fwhm_in_r50.draw(rng, count),
         beta=rng.uniform(2.5, 5.0, count),
         clump_sigma=rng.uniform(0.4, 1.2, count),
         tail_sigma=rng.uniform(1.2, 2.5, count),
-        signal_to_noise=_log_uniform(rng, SIGNAL_TO_NOISE, count),
+        signal_to_noise=population.signal_to_noise.draw(rng, count),
         sky=_log_uniform(rng, SKY_COUNTS, count),
         read_variance=rng.uniform(*READ_NOISE, count) ** 2,
         softening_in_sigma=_log_uniform(rng, SOFTENING_IN_SKY_SIGMA, count),
@@ -655,7 +662,8 @@ def _moffat_transfer(fwhm: np.ndarray, beta: np.ndarray) -> np.ndarray:
 
 
 def render_chunk(seed: int, chunk_index: int, bands: int = 1, size: int = stamps.STAMP_SIZE,
-                 count: int | None = None) -> tuple[np.ndarray, ...]:
+                 count: int | None = None,
+                 population: Population = SYNTH_V1) -> tuple[np.ndarray, ...]:
     """Images chunk_index * CHUNK_SIZE + [0, count) of `seed`: (data, ivar, mask, scale, offset).
 
     Every random number of the full chunk is drawn from SeedSequence(seed, spawn_key=
@@ -669,9 +677,9 @@ def render_chunk(seed: int, chunk_index: int, bands: int = 1, size: int = stamps
         raise ValueError(f"bands must be 1 or 3, got {bands}")
     sequence = np.random.SeedSequence(seed, spawn_key=(chunk_index,))
     rng = np.random.Generator(np.random.PCG64(sequence))
-    central = _draw_central(rng, CHUNK_SIZE)
-    field = _draw_field(rng, CHUNK_SIZE, central.size)
-    observation = _draw_observation(rng, CHUNK_SIZE, bands, central.size)
+    central = _draw_central(rng, CHUNK_SIZE, population)
+    field = _draw_field(rng, CHUNK_SIZE, central.size, population)
+    observation = _draw_observation(rng, CHUNK_SIZE, bands, central.size, population)
     count = CHUNK_SIZE if count is None else count
     first = np.arange(count)
     central, field, observation = (_take(r, first) for r in (central, field, observation))
@@ -757,13 +765,15 @@ def _stamp(display: np.ndarray, variance: np.ndarray, saturated: np.ndarray,
     return data, ivar.astype(np.float32), mask.astype(np.uint8), scale, offset
 
 
-def _chunk_job(job: tuple[int, int, int, int, int]) -> tuple[np.ndarray, ...]:
+def _chunk_job(job: tuple[int, int, int, int, int, Population]) -> tuple[np.ndarray, ...]:
     return render_chunk(*job)
 
 
 def synthesize(n: int, seed: int = 0, bands: int = 1, size: int = stamps.STAMP_SIZE,
-               progress: bool = False, workers: int | None = None) -> GalaxyDataset:
-    """n synthetic galaxies as a normalised GalaxyDataset (see the module docstring).
+               progress: bool = False, workers: int | None = None,
+               population: Population = SYNTH_V1) -> GalaxyDataset:
+    """n synthetic galaxies of `population` as a normalised GalaxyDataset (see the module
+    docstring).
 
     workers: processes rendering chunks in parallel (forked, so they need no importable __main__;
     default: up to 2, the cores this project targets, once there are at least 4 chunks); the
@@ -774,7 +784,7 @@ def synthesize(n: int, seed: int = 0, bands: int = 1, size: int = stamps.STAMP_S
     if bands not in (1, 3):
         raise ValueError(f"bands must be 1 or 3, got {bands}")
     chunk_count = -(-n // CHUNK_SIZE)
-    jobs = [(seed, i, bands, size, min(CHUNK_SIZE, n - i * CHUNK_SIZE))
+    jobs = [(seed, i, bands, size, min(CHUNK_SIZE, n - i * CHUNK_SIZE), population)
             for i in range(chunk_count)]
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if chunk_count >= 4 else 1
@@ -787,11 +797,11 @@ def synthesize(n: int, seed: int = 0, bands: int = 1, size: int = stamps.STAMP_S
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             for job, part in zip(jobs, pool.map(_chunk_job, jobs), strict=True):
                 parts.append(part)
-                bar.update(job[-1])
+                bar.update(job[4])
     else:
         for job in jobs:
             parts.append(_chunk_job(job))
-            bar.update(job[-1])
+            bar.update(job[4])
     bar.close()
     data, ivar, mask, scale, offset = (np.concatenate(part) for part in zip(*parts, strict=True))
     return GalaxyDataset(
@@ -802,8 +812,10 @@ def synthesize(n: int, seed: int = 0, bands: int = 1, size: int = stamps.STAMP_S
         offset=offset,
         provenance=[f"synth seed={seed} index={i}" for i in range(n)],
         attrs={
-            "source": f"galaxy_model.synth {GENERATOR_VERSION} seed={seed}",
-            "generator_version": GENERATOR_VERSION,
+            "source": f"galaxy_model.synth {population.version} seed={seed}",
+            "generator_version": population.version,
+            "population_version": population.version,
+            "population": json.dumps(population.describe(), sort_keys=True),
             "seed": seed,
             "raw_units": "display value of an asinh-stretched photograph: sky 0.05, white 1",
             "normalisation": stamps.NORMALISATION_DESCRIPTION,
