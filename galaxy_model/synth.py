@@ -95,7 +95,7 @@ _CENTRE = (CANVAS - 1) / 2
 # Neighbours and stars are scattered over a field twice the canvas' side (four times its area),
 # so that images shown at zoom < 1 see a correspondingly wider field.
 _FIELD_HALF_WIDTH = CANVAS
-_FIELD_AREA_IN_CANVASES = 4
+FIELD_AREA_IN_CANVASES = 4
 _MIN_ZOOM = 0.5
 _ZOOM_PASSES = 2
 
@@ -553,7 +553,7 @@ def _draw_field(rng: np.random.Generator, count: int, size: np.ndarray,
     g_over_r = rng.uniform(0.3, 1.4, (count, _MAX_STARS))
     return _Field(
         neighbour_count=np.minimum(
-            rng.poisson(_FIELD_AREA_IN_CANVASES * population.neighbour_rate, count),
+            rng.poisson(FIELD_AREA_IN_CANVASES * population.neighbour_rate, count),
             _MAX_NEIGHBOURS,
         ),
         neighbour_position=_CENTRE + rng.uniform(-1, 1, shape + (2,)) * _FIELD_HALF_WIDTH,
@@ -567,7 +567,7 @@ def _draw_field(rng: np.random.Generator, count: int, size: np.ndarray,
         neighbour_sed=np.where((rng.uniform(size=shape) < 0.45)[..., None], _RED, _DISC)
         * np.exp(rng.normal(0, 0.1, shape + (3,))),
         star_count=np.minimum(
-            rng.poisson(_FIELD_AREA_IN_CANVASES * population.star_rate, count), _MAX_STARS
+            rng.poisson(FIELD_AREA_IN_CANVASES * population.star_rate, count), _MAX_STARS
         ),
         star_position=_CENTRE + rng.uniform(-1, 1, (count, _MAX_STARS, 2)) * _FIELD_HALF_WIDTH,
         star_flux=population.star_flux.draw(rng, (count, _MAX_STARS)),
@@ -659,6 +659,41 @@ def _moffat_transfer(fwhm: np.ndarray, beta: np.ndarray) -> np.ndarray:
     psf = (1 + radius_squared[None] / _column(alpha**2)) ** -_column(beta)
     psf /= psf.sum(axis=(1, 2), keepdims=True)
     return scipy.fft.rfft2(psf)[:, None]
+
+
+def scene_parameters(n: int, seed: int = 0,
+                     population: Population = SYNTH_V1) -> dict[str, np.ndarray]:
+    """The drawn parameters of the first n scenes of `seed` (those synthesize renders), without
+    rendering them: what a population's statistics are measured on (galaxy_model.population_check).
+
+    Keys: morphology (index into MORPHOLOGIES), has_bar, cos_inclination, disc_axis_ratio,
+    bulge_axis_ratio, neighbour_count and star_count (over the field, FIELD_AREA_IN_CANVASES
+    canvases), neighbour_flux and star_flux (k, max) with slots beyond the counts unused,
+    psf_fwhm_in_r50 and signal_to_noise.
+    """
+    parts: list[dict[str, np.ndarray]] = []
+    for chunk_index in range(-(-n // CHUNK_SIZE)):
+        sequence = np.random.SeedSequence(seed, spawn_key=(chunk_index,))
+        rng = np.random.Generator(np.random.PCG64(sequence))
+        central = _draw_central(rng, CHUNK_SIZE, population)
+        field = _draw_field(rng, CHUNK_SIZE, central.size, population)
+        observation = _draw_observation(rng, CHUNK_SIZE, 1, central.size, population)
+        kind_index = np.select([central.kind[name] for name in MORPHOLOGIES],
+                               list(range(len(MORPHOLOGIES))))
+        parts.append({
+            "morphology": kind_index,
+            "has_bar": central.has_bar,
+            "cos_inclination": central.cos_inclination,
+            "disc_axis_ratio": central.disc_axis_ratio,
+            "bulge_axis_ratio": central.bulge_axis_ratio,
+            "neighbour_count": field.neighbour_count,
+            "neighbour_flux": field.neighbour_flux,
+            "star_count": field.star_count,
+            "star_flux": field.star_flux,
+            "psf_fwhm_in_r50": observation.fwhm / central.size,
+            "signal_to_noise": observation.signal_to_noise,
+        })
+    return {key: np.concatenate([part[key] for part in parts])[:n] for key in parts[0]}
 
 
 def render_chunk(seed: int, chunk_index: int, bands: int = 1, size: int = stamps.STAMP_SIZE,
