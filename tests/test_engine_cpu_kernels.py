@@ -11,6 +11,7 @@ import pytest
 from mochapy.backends import CPUBackend, cpu_kernels
 from mochapy.errors import BackendError
 from mochapy.net import Net
+from mochapy.neurons import Exponential, Identity, ReLU, Sigmoid, Tanh
 from mochapy.solvers import SolverConfig, make_solver
 
 WIDTH = 300  # 300 x 300 weights: over PARALLEL_MIN, so the loops split over threads
@@ -109,12 +110,66 @@ def test_results_do_not_depend_on_the_number_of_threads(library) -> None:
 def test_threads_split_big_arrays_on_aligned_boundaries(library) -> None:
     kernels = cpu_kernels.CPUKernels(library, threads=3)
     n = 10 * cpu_kernels.PARALLEL_MIN + 5
-    parts = kernels._parts(n)
+    parts = kernels._parts(n, cpu_kernels.ALIGN, n)
     assert len(parts) == 3 and parts[0][0] == 0 and parts[-1][1] == n
     assert all(stop == start for (_, stop), (start, _) in zip(parts, parts[1:], strict=False))
     assert all(start % cpu_kernels.ALIGN == 0 and start % cpu_kernels.LOSS_BLOCK == 0
                for start, _ in parts)
-    assert kernels._parts(100) == [(0, 100)]  # small arrays stay on the calling thread
+    assert kernels._parts(100, cpu_kernels.ALIGN, 100) == [(0, 100)]  # small: calling thread
+    columns = kernels._parts(4761, cpu_kernels.COLUMN_ALIGN, 100 * 4761)  # an (N, 4761) matrix
+    assert len(columns) == 3 and all(start % 16 == 0 for start, _ in columns)
+
+
+NEURONS = [Identity(), ReLU(), ReLU(epsilon=0.05), Exponential(), Exponential(cap=0.0), Sigmoid(),
+           Tanh()]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("neuron", NEURONS, ids=repr)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_compiled_bias_and_neuron_match_numpy(neuron, dtype, threads, library) -> None:
+    """Forward (pre += bias, y = f(pre)) and backward (dpre, bias gradient) against the NumPy
+    path, on an (N, out) matrix that splits over threads; NaN stays NaN."""
+    kernels = cpu_kernels.CPUKernels(library, threads=threads)
+    rng = np.random.default_rng(5)
+    rows, cols = 90, 1003  # 90 x 1003 > PARALLEL_MIN; 1003 columns split off cache-line bounds
+    gemm_out = (rng.standard_normal((rows, cols)) * 3).astype(dtype)
+    gemm_out[0, :3] = [np.nan, 200.0, -200.0]  # NaN, and inputs where exp overflows/underflows
+    bias = rng.standard_normal(cols).astype(dtype)
+    dy = rng.standard_normal((rows, cols)).astype(dtype)
+    backend = CPUBackend(dtype, compiled=False)
+
+    pre, y = gemm_out.copy(), np.empty_like(gemm_out)
+    kernels.bias_neuron_forward(neuron, pre, bias, y)
+    expected_pre, expected_y = gemm_out + bias, np.empty_like(gemm_out)
+    neuron.forward(backend, expected_pre, expected_y)
+    # A few units in the last place, relative, or absolute on numbers near 1: sigmoid near 0 and
+    # tanh's slope 1 - y^2 carry the rounding of the O(1) numbers they are computed from.
+    tolerance = {"float32": 5e-7, "float64": 1e-15}[dtype]
+    np.testing.assert_array_equal(pre, expected_pre)
+    np.testing.assert_allclose(y, expected_y, rtol=tolerance, atol=tolerance)
+
+    dpre, bias_grad = np.empty_like(dy), np.empty_like(bias)
+    kernels.neuron_backward_column_sum(neuron, pre, y, dy, dpre, bias_grad)
+    expected_dpre = np.empty_like(dy)
+    neuron.backward(backend, expected_pre, expected_y, dy, expected_dpre)
+    np.testing.assert_allclose(dpre, expected_dpre, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(bias_grad, expected_dpre.sum(axis=0), rtol=1e-5, atol=1e-5)
+
+
+def test_an_identity_neuron_works_in_place(library) -> None:
+    """pre and y the same buffer, dpre and dy the same buffer: what InnerProduct passes."""
+    kernels = cpu_kernels.CPUKernels(library, threads=2)
+    rng = np.random.default_rng(6)
+    values = rng.standard_normal((70, 1000)).astype(np.float32)
+    bias, dy = rng.standard_normal(1000).astype(np.float32), values[::-1].copy()
+    y = values.copy()
+    kernels.bias_neuron_forward(Identity(), y, bias, y)
+    np.testing.assert_array_equal(y, values + bias)
+    gradient, bias_grad = dy.copy(), np.empty(1000, np.float32)
+    kernels.neuron_backward_column_sum(Identity(), y, y, gradient, gradient, bias_grad)
+    np.testing.assert_array_equal(gradient, dy)
+    np.testing.assert_array_equal(bias_grad, dy.sum(axis=0))
 
 
 def test_sources_compile_cleanly_with_warnings_as_errors(tmp_path) -> None:

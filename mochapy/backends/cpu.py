@@ -13,8 +13,9 @@ from mochapy.errors import BackendError
 class CPUBackend(Backend):
     """Runs every layer's `_cpu` path with NumPy (multi-threaded BLAS for the GEMMs).
 
-    compiled: use the compiled loops of kernels/cpu/ for the solver update and the Gaussian
-    loss (None: where they build, else NumPy; True: they must build; False: NumPy only).
+    compiled: use the compiled loops of kernels/cpu/ for the solver update, InnerProduct's bias and
+    neuron and the Gaussian loss (None: where they build, else NumPy; True: they must build;
+    False: NumPy only).
     """
 
     kind = "cpu"
@@ -43,3 +44,9 @@ class CPUBackend(Backend):
 
     def to_host(self, array: np.ndarray) -> np.ndarray:
         return array
+
+    def gemm(self, a: np.ndarray, b: np.ndarray, out: np.ndarray, trans_a: bool = False,
+             trans_b: bool = False) -> None:
+        """out = op(a) op(b), the GPU backend's call: NumPy hands a transposed operand to BLAS as
+        a transpose flag and writes into `out` directly, so no temporary is made."""
+        np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out)

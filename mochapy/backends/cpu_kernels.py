@@ -34,10 +34,15 @@ FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-std=c99",
 PARALLEL_MIN = 1 << 16  # arrays shorter than this run on the calling thread only
 LOSS_BLOCK = 4096  # elements per partial sum of a loss; fixed, so threads do not change totals
 ALIGN = LOSS_BLOCK  # thread boundaries fall on whole loss blocks
+COLUMN_ALIGN = 16  # a column split falls on whole 64-byte cache lines of float32
 
 _POINTER = ctypes.c_void_p
 _I64 = ctypes.c_int64
 _SIGNATURES = {
+    "bias_neuron_forward": (ctypes.c_int, ctypes.c_double, _POINTER, _POINTER, _POINTER, _I64,
+                            _I64, _I64),
+    "neuron_backward_column_sum": (ctypes.c_int, ctypes.c_double, _POINTER, _POINTER, _POINTER,
+                                   _POINTER, _POINTER, _I64, _I64, _I64, _I64),
     "solver_update": (ctypes.c_int, _POINTER, _POINTER, _POINTER, _POINTER, _I64, _I64, _POINTER,
                       _POINTER, ctypes.c_int, _POINTER, ctypes.c_double),
     "gaussian_recon_loss": (_POINTER, _POINTER, _POINTER, _I64, _I64, _I64, ctypes.c_double,
@@ -149,17 +154,52 @@ class CPUKernels:
     def __repr__(self) -> str:
         return f"CPUKernels({self.path.name}, threads={self.threads})"
 
-    def _parts(self, n: int) -> list[tuple[int, int]]:
-        count = self.threads if n >= PARALLEL_MIN else 1
-        step = math.ceil(math.ceil(n / count) / ALIGN) * ALIGN
+    def _parts(self, n: int, align: int, work: int) -> list[tuple[int, int]]:
+        """[first, stop) ranges of 0..n, one per thread (one only when `work` elements are
+        fewer than PARALLEL_MIN), each boundary a multiple of `align`."""
+        count = self.threads if work >= PARALLEL_MIN else 1
+        step = math.ceil(math.ceil(n / count) / align) * align
         return [(first, min(first + step, n)) for first in range(0, n, step)]
 
-    def _in_parallel(self, call: Callable[[int, int], None], n: int) -> None:
-        parts = self._parts(n)
+    def _in_parallel(self, call: Callable[[int, int], None], n: int, align: int = ALIGN,
+                     work: int | None = None) -> None:
+        """call(first, stop) over the parts of range(n), the first part on this thread."""
+        parts = self._parts(n, align, n if work is None else work)
         pending = [self._pool.submit(call, *part) for part in parts[1:]] if self._pool else []
         call(*parts[0])
         for future in pending:
             future.result()
+
+    # -- InnerProduct's bias and neuron ------------------------------------------------------------
+    def bias_neuron_forward(self, neuron: Any, pre: np.ndarray, bias: np.ndarray,
+                            y: np.ndarray) -> None:
+        """pre += bias (per column); y = neuron(pre): one pass, rows split over the threads
+        (y may be pre)."""
+        _check_contiguous(pre, bias, y)
+        rows, cols = pre.shape
+        function = self._functions["bias_neuron_forward", pre.dtype]
+        head = (neuron.code, neuron.parameter, pre.ctypes.data, bias.ctypes.data, y.ctypes.data)
+
+        def call(start: int, stop: int) -> None:
+            function(*head, start, stop, cols)
+
+        self._in_parallel(call, rows, align=1, work=pre.size)
+
+    def neuron_backward_column_sum(self, neuron: Any, pre: np.ndarray, y: np.ndarray,
+                                   dy: np.ndarray, dpre: np.ndarray,
+                                   bias_grad: np.ndarray) -> None:
+        """dpre = neuron'(pre) dy and bias_grad = column sums of dpre (in NumPy's order), one
+        pass with the columns split over the threads (dpre may be dy)."""
+        _check_contiguous(pre, y, dy, dpre, bias_grad)
+        rows, cols = pre.shape
+        function = self._functions["neuron_backward_column_sum", pre.dtype]
+        head = (neuron.code, neuron.parameter, pre.ctypes.data, y.ctypes.data, dy.ctypes.data,
+                dpre.ctypes.data, bias_grad.ctypes.data, rows, cols)
+
+        def call(start: int, stop: int) -> None:
+            function(*head, start, stop)
+
+        self._in_parallel(call, cols, align=COLUMN_ALIGN, work=pre.size)
 
     # -- solvers ---------------------------------------------------------------------------------
     def solver_update(self, solver: Any, method: str) -> None:

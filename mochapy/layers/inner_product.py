@@ -61,18 +61,29 @@ class InnerProductLayer(Layer):
 
     def _forward_cpu(self) -> None:
         pre = self.y.data if self.in_place else self.pre
-        np.matmul(self.bottoms[0].flat(), self.weight.data, out=pre)
+        self.backend.gemm(self.bottoms[0].flat(), self.weight.data, pre)
+        if self.backend.kernels is not None:  # the compiled loop: one pass for both
+            self.backend.kernels.bias_neuron_forward(
+                self.config.neuron, pre, self.bias.data, self.y.data
+            )
+            return
         pre += self.bias.data
         self.config.neuron.forward(self.backend, pre, self.y.data)
 
     def _backward_cpu(self) -> None:
-        x = self.bottoms[0]
+        backend, x = self.backend, self.bottoms[0]
+        pre = self.y.data if self.in_place else self.pre
         dpre = self.y.diff if self.in_place else self.dpre
-        self.config.neuron.backward(self.backend, self.pre, self.y.data, self.y.diff, dpre)
-        np.matmul(x.flat().T, dpre, out=self.weight.grad)
-        np.sum(dpre, axis=0, out=self.bias.grad)
+        if backend.kernels is not None:  # the compiled loop: one pass for both
+            backend.kernels.neuron_backward_column_sum(
+                self.config.neuron, pre, self.y.data, self.y.diff, dpre, self.bias.grad
+            )
+        else:
+            self.config.neuron.backward(backend, pre, self.y.data, self.y.diff, dpre)
+            np.sum(dpre, axis=0, out=self.bias.grad)
+        backend.gemm(x.flat(), dpre, self.weight.grad, trans_a=True)
         if x.diff is not None:
-            np.matmul(dpre, self.weight.data.T, out=x.flat_diff())
+            backend.gemm(dpre, self.weight.data, x.flat_diff(), trans_b=True)
 
     def _forward_gpu(self) -> None:
         self.backend.gemm(self.bottoms[0].flat(), self.weight.data, self.pre)
