@@ -12,6 +12,7 @@ import click
 SUBCOMMANDS = {
     "synth": "Generate the built-in style synthetic galaxy sample into an HDF5 dataset.",
     "prepare": "Turn FITS/JPEG/PNG/HDF5 cutouts into a 69x69 galaxy dataset.",
+    "cutout": "Cut stamps around catalogue RA/Dec positions in survey FITS images.",
     "montage": "Draw a PNG grid of dataset images (real next to synthetic).",
     "evaluate": "Compare a trained run with the Gaussian baseline on held-out images.",
     "figures": "Draw the poster's figures for a trained run.",
