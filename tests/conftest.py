@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from cuda_emu.fixtures import cuda_emulator, gpu_runtime  # noqa: F401 (fixtures for GPU tests)
 
 from mochapy.backends import CPUBackend, cpu_kernels
 from mochapy.blob import Blob

@@ -1,6 +1,6 @@
 """Every layer's GPU path against its CPU path: the same config, inputs, parameters and upstream
 gradients; the GPU's outputs, input gradients and parameter gradients poisoned with NaN before the
-call. Marked `gpu`: skipped without CuPy and a device."""
+call. Marked `gpu`: run on the device when CuPy sees one, else on the CUDA emulation."""
 
 from __future__ import annotations
 
@@ -9,18 +9,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mochapy.backends import CPUBackend, gpu_available
+from mochapy.backends import CPUBackend
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not gpu_available(), reason="needs CuPy and a CUDA device"),
-]
+pytestmark = pytest.mark.gpu
 
 NEURONS = ["Identity", "ReLU", {"type": "ReLU", "epsilon": 0.05}, "Exponential", "Sigmoid", "Tanh"]
 
 
 @pytest.fixture(scope="module", params=["float32", "float64"])
-def gpu(request: pytest.FixtureRequest) -> Any:
+def gpu(request: pytest.FixtureRequest, gpu_runtime: Any) -> Any:
     from mochapy.backends.gpu import GPUBackend
 
     return GPUBackend(request.param)

@@ -1,6 +1,7 @@
 """Whole training steps on the GPU: the captured CUDA graph against the eager step, each GEMM engine
 under capture, the loss curve against the CPU backend's with fixed noise, and the trainer's GPU
-loop (device-side loss totals, snapshots, resume). Marked `gpu`: skipped without CuPy and a device.
+loop (device-side loss totals, snapshots, resume). Marked `gpu`: run on the device when CuPy sees
+one, else on the CUDA emulation with fewer steps.
 """
 
 from __future__ import annotations
@@ -10,17 +11,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cuda_emu.fixtures import steps
 
-from mochapy.backends import CPUBackend, gpu_available
+from mochapy.backends import CPUBackend
 from mochapy.config import load_config
 from mochapy.net import Net
 from mochapy.solvers import SolverConfig, make_solver
 from mochapy.training import Trainer
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not gpu_available(), reason="needs CuPy and a CUDA device"),
-]
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("gpu_runtime")]
 
 BATCH = 100
 
@@ -54,7 +53,8 @@ def test_captured_graph_step_equals_the_eager_step(engine: Any, images: np.ndarr
     eager = StepRunner(gpu, eager_net, adam(eager_net), graph=False)
     graph = StepRunner(gpu, graph_net, adam(graph_net), graph=True)
     previous_eps = None
-    for step in range(100):
+    count = steps(100, 6)
+    for step in range(count):
         eager.step()
         graph.step()
         eager_loss, graph_loss = eager.take_losses(), graph.take_losses()
@@ -67,8 +67,8 @@ def test_captured_graph_step_equals_the_eager_step(engine: Any, images: np.ndarr
     assert eager.mode == "eager"
     np.testing.assert_allclose(gpu.to_host(graph_net.params.data),
                                gpu.to_host(eager_net.params.data), rtol=1e-6, atol=1e-7)
-    assert graph.solver.iteration == 100
-    assert graph_net.layer("eps").state_dict()["counter"] == 100
+    assert graph.solver.iteration == count
+    assert graph_net.layer("eps").state_dict()["counter"] == count
 
 
 @pytest.mark.parametrize("gemm", ["cublas", "tiled", "cutensor"])
@@ -89,7 +89,7 @@ def test_each_gemm_engine_is_captured_and_trains_like_cupy_matmul(
         pytest.skip(str(error))
     net = poster_net(engine, gpu, images)
     runner = gpu.step_runner(net, adam(net))
-    for _ in range(10):
+    for _ in range(steps(10, 4)):
         reference.step()
         runner.step()
         expected, got = reference.take_losses(), runner.take_losses()
@@ -106,7 +106,7 @@ def test_loss_curve_matches_the_cpu_backend_with_fixed_noise(engine: Any, images
     nets = [poster_net(engine, backend, images, inputs={"eps": (8,)})
             for backend in (CPUBackend("float32"), GPUBackend("float32"))]
     solvers = [adam(net) for net in nets]
-    noise = np.random.default_rng(1).standard_normal((30, BATCH, 8))
+    noise = np.random.default_rng(1).standard_normal((steps(30, 12), BATCH, 8))
     curves: list[list[float]] = [[], []]
     for eps in noise:
         for net, solver, curve in zip(nets, solvers, curves, strict=True):
