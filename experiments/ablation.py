@@ -31,6 +31,7 @@ def run_variant(plan_path: str, index: int, out_dir: str) -> dict:
     from galaxy_model.evaluation import evaluate
     from galaxy_model.model import GalaxyVAE
     from mochapy.config import apply_overrides, parse_config
+    from mochapy.run_directory import is_run
     from mochapy.training import train
 
     with open(plan_path, encoding="utf-8") as handle:
@@ -49,7 +50,8 @@ def run_variant(plan_path: str, index: int, out_dir: str) -> dict:
     os.makedirs(run_dir, exist_ok=True)
     text = yaml.safe_dump(net, sort_keys=False)
     config = parse_config(net, base_path, text)
-    train(config, run_dir, backend="cpu", progress=False, resume=True, echo=lambda line: None)
+    train(config, run_dir, backend="cpu", progress=False, resume=is_run(run_dir),
+          echo=lambda line: None)
     model = GalaxyVAE.load(run_dir)
     with open(os.path.join(run_dir, "training.json"), encoding="utf-8") as handle:
         trained = json.load(handle)  # of the run that trained it (a resumed run skips training)

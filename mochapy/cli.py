@@ -28,17 +28,27 @@ def main() -> None:
               help="Override solver.max_iter.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Run directory (default: runs/<name>).")
-@click.option("--resume", is_flag=True, help="Continue from the newest valid snapshot in --out.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its newest valid snapshot (an error if it "
+                   "has none).")
+@click.option("--allow-changed", is_flag=True,
+              help="With --resume: go on although the net, solver or data differ from the "
+                   "snapshot's (training.json records what changed).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @one_line_errors
 def run(net_yaml: str, backend: str | None, max_iter: int | None, out_dir: str | None,
-        resume: bool, quiet: bool) -> None:
-    """Train the net declared in NET_YAML."""
+        resume: bool, allow_changed: bool, quiet: bool) -> None:
+    """Train the net declared in NET_YAML.
+
+    A new run needs an --out that holds no run; --resume continues one. Neither ever writes
+    over NET_YAML or a file no run wrote."""
+    if allow_changed and not resume:
+        raise click.UsageError("--allow-changed goes with --resume")
     config = load_config(net_yaml)
     out_dir = out_dir or os.path.join("runs", config.name)
     progress = not quiet and sys.stderr.isatty()  # no bar lines in logs and pipes
     result = train(config, out_dir, backend=backend, max_iter=max_iter, resume=resume,
-                   progress=progress)
+                   allow_changed=allow_changed, progress=progress)
     click.echo(f"trained {result.iterations} iterations; final loss {result.final_loss:.4f}; "
                f"run directory {result.out_dir}")
 

@@ -18,6 +18,7 @@ import yaml
 from mochapy.data_sources import source_scheme
 from mochapy.errors import ConfigError, TopologyError
 from mochapy.layers import LAYER_TYPES, LayerConfig
+from mochapy.limits import read_text_bounded
 from mochapy.net import topological_order
 from mochapy.solvers import SolverConfig
 
@@ -70,7 +71,8 @@ class RunConfig:
     # instead of failing the run: Mocha's load_network with die_if_not_found = false.
     init_from_partial: bool = False
     stages: list[Stage] = field(default_factory=list)  # empty: one plain run
-
+    # the net file and every file it extends: inputs a run must never write over
+    files: tuple[str, ...] = ()
 
     def validation_layers(self) -> list[LayerConfig]:
         """The train layers with the data layer reading the validation source, unshuffled."""
@@ -121,6 +123,10 @@ def parse_layers(entries: Any, where: str, base_dir: str) -> list[LayerConfig]:
                 f"{label}: unknown layer type {kind!r}; known: {', '.join(sorted(LAYER_TYPES))}"
             )
         cls = LAYER_TYPES[kind]
+        name = entry.get("name")
+        if isinstance(name, str) and name and not safe_file_name(name):
+            raise ConfigError(f"{label}: layer name {name!r} must not contain '/' or be '.' or "
+                              "'..' (it names groups in the run's snapshot files)")
         fields = dict(entry)
         if "base_dir" in {f.name for f in dataclasses.fields(cls)}:
             if "base_dir" in fields:
@@ -194,8 +200,9 @@ def parse_config(raw: Any, path: str, text: str = "") -> RunConfig:
     except TopologyError as exc:
         raise TopologyError(f"{where}: {exc}") from None
     name = raw.get("name", os.path.splitext(os.path.basename(path))[0])
-    if not isinstance(name, str) or not name or "/" in name:
-        raise ConfigError(f"{where}: 'name' must be a non-empty string without '/'")
+    if not safe_file_name(name):
+        raise ConfigError(f"{where}: 'name' must be a non-empty string without '/', and not "
+                          f"'.' or '..' (it names the run's folder), got {name!r}")
     backend = raw.get("backend", "cpu")
     if backend not in ("cpu", "gpu", "auto"):
         raise ConfigError(f"{where}: 'backend' must be cpu, gpu or auto, got {backend!r}")
@@ -257,8 +264,9 @@ def _parse_stages(raw: dict, path: str) -> RunConfig:
             raise ConfigError(f"{where}: unknown field {sorted(unknown, key=str)[0]!r}; "
                               f"known: {', '.join(STAGE_FIELDS)}")
         name = entry["name"]
-        if name in names or not name or "/" in name:
-            raise ConfigError(f"{where}: stage names must be unique, non-empty, without '/'")
+        if name in names or not safe_file_name(name):
+            raise ConfigError(f"{where}: stage names must be unique, non-empty, without '/', "
+                              "and not '.' or '..'")
         names.add(name)
         overrides = entry.get("set") or {}
         if not isinstance(overrides, dict):
@@ -327,17 +335,93 @@ def apply_overrides(raw: dict, overrides: dict, where: str) -> dict:
     return net
 
 
-def _read_yaml(path: str, chain: tuple[str, ...] = ()) -> dict:
-    """Load a YAML file, resolving `extends: base.yaml` (relative to the file) and `set:`."""
+def safe_file_name(name: object) -> bool:
+    """True for a name that can become one path component inside a run's folder."""
+    return (isinstance(name, str) and bool(name) and name not in (".", "..")
+            and "/" not in name and "\\" not in name and "\0" not in name)
+
+
+MAX_YAML_DEPTH = 64
+MAX_YAML_NODES = 200_000  # counting every use of an anchor: no "billion laughs"
+
+
+class _NetLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping (YAML keeps the last
+    silently, so a second `base_lr:` would hide the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults`: keys given beside it override it, as YAML says
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else id(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"{self.name}: key {key!r} given twice in one mapping (lines "
+                                  f"{seen[key]} and {line})")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _check_node_graph(root: yaml.Node, path: str) -> None:
+    """Refuse documents nested deeper than MAX_YAML_DEPTH, an anchor that contains itself, or
+    more than MAX_YAML_NODES nodes once every alias is expanded, before building anything."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(f"{path}: nested more than {MAX_YAML_DEPTH} levels deep")
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_nodes:
+            line = node.start_mark.line + 1
+            raise ConfigError(f"{path}: the anchor at line {line} refers to itself")
+        open_nodes.add(id(node))
+        children = (node.value if isinstance(node, yaml.SequenceNode) else
+                    [n for pair in node.value for n in pair]
+                    if isinstance(node, yaml.MappingNode) else [])
+        total = 1 + sum(size(child, depth + 1) for child in children)
+        if total > MAX_YAML_NODES:
+            raise ConfigError(f"{path}: more than {MAX_YAML_NODES:,} values once its aliases "
+                              "are expanded")
+        open_nodes.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    size(root, 0)
+
+
+def parse_yaml(text: str, path: str) -> Any:
+    """Load one YAML document safely: no duplicate keys, bounded depth and size, no alias that
+    contains itself (yaml.YAMLError for a syntax error, ConfigError for the rest)."""
+    loader = _NetLoader(text)
+    loader.name = path
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_node_graph(node, path)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read") from None
+    finally:
+        loader.dispose()
+
+
+def _read_yaml(path: str, chain: tuple[str, ...] = (), files: list[str] | None = None) -> dict:
+    """Load a YAML file, resolving `extends: base.yaml` (relative to the file) and `set:`;
+    `files` collects every file read."""
+    if files is not None:
+        files.append(path)
+    try:
+        text = read_text_bounded(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL in the path
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = parse_yaml(text, path)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -351,7 +435,7 @@ def _read_yaml(path: str, chain: tuple[str, ...] = ()) -> dict:
     base_path = os.path.join(os.path.dirname(os.path.abspath(path)), base)
     if os.path.abspath(base_path) in chain:
         raise ConfigError(f"{path}: 'extends' loops back to {base}")
-    merged = _read_yaml(base_path, (*chain, os.path.abspath(path)))
+    merged = _read_yaml(base_path, (*chain, os.path.abspath(path)), files)
     if not isinstance(merged, dict):
         raise ConfigError(f"{base_path}: the file must hold a mapping")
     _absolute_paths(merged, os.path.dirname(os.path.abspath(base_path)))
@@ -367,7 +451,8 @@ def _read_yaml(path: str, chain: tuple[str, ...] = ()) -> dict:
 
 def load_config(path: str) -> RunConfig:
     """Read and validate a YAML net file (following `extends`)."""
-    raw = _read_yaml(path)
+    files: list[str] = []
+    raw = _read_yaml(path, files=files)
     for key in ("set", "add_layers"):
         if isinstance(raw, dict) and key in raw:
             raise ConfigError(f"{path}: '{key}' needs 'extends'")
@@ -375,7 +460,10 @@ def load_config(path: str) -> RunConfig:
     if isinstance(raw, dict):
         _absolute_paths(raw, os.path.dirname(os.path.abspath(path)))
         text = yaml.safe_dump(raw, sort_keys=False)
-    return parse_config(raw, path, text)
+    config = parse_config(raw, path, text)
+    return dataclasses.replace(config, files=tuple(files),
+                               stages=[dataclasses.replace(stage, config=dataclasses.replace(
+                                   stage.config, files=tuple(files))) for stage in config.stages])
 
 
 def _map_paths(raw: dict, change: Callable[[str], str]) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 
 from mochapy.errors import DataError
+from mochapy.limits import read_text_bounded
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 _SCHEMES: dict[str, Callable[[str], str]] = {}
@@ -43,8 +44,10 @@ def source_scheme(source: str) -> str | None:
     return scheme if sep and len(scheme) > 1 and "/" not in scheme else None
 
 
-def resolve_source(source: str, where: str, base_dir: str = ".") -> list[str]:
-    """Return the HDF5 files a source names; relative paths are taken from `base_dir`."""
+def resolve_source(source: str, where: str, base_dir: str = ".",
+                   chain: tuple[str, ...] = ()) -> list[str]:
+    """Return the HDF5 files a source names; relative paths are taken from `base_dir`. `chain`:
+    the source lists that led here (a list that names itself is refused, not followed forever)."""
     scheme = source_scheme(source)
     if scheme:
         resolver = _scheme_resolver(scheme)
@@ -56,9 +59,11 @@ def resolve_source(source: str, where: str, base_dir: str = ".") -> list[str]:
         raise DataError(f"{where}: data source {source!r} not found ({path})")
     if path.lower().endswith(HDF5_SUFFIXES):
         return [path]
+    real = os.path.realpath(path)
+    if real in chain:
+        raise DataError(f"{where}: source list {path} names itself (through {len(chain)} list(s))")
     try:
-        with open(path, encoding="utf-8") as handle:
-            lines = [line.strip() for line in handle]
+        lines = [line.strip() for line in read_text_bounded(path).splitlines()]
     except UnicodeDecodeError:
         raise DataError(
             f"{where}: {path} is neither an HDF5 file (.h5) nor a text list of HDF5 paths"
@@ -68,7 +73,8 @@ def resolve_source(source: str, where: str, base_dir: str = ".") -> list[str]:
     for line in lines:
         if not line or line.startswith("#"):
             continue
-        files.extend(resolve_source(line, f"{where} (listed in {path})", listed_dir))
+        files.extend(resolve_source(line, f"{where} (listed in {path})", listed_dir,
+                                    (*chain, real)))
     if not files:
         raise DataError(f"{where}: source list {path} names no HDF5 files")
     return files

@@ -5,6 +5,7 @@
   with `force` (compared by real path, so through symlinks and hard links too).
 - `claim_output_dir(path, inputs, force)`: the same for a folder of outputs (figures): it must
   be new or empty, unless `force`, which replaces only the files of the same names.
+- `files_under(folder)`: the files of an input folder (a run directory), to pass as inputs.
 - `atomic_directory(path, inputs, force)`: a context manager giving a staging folder; the files
   written there appear in `path` together when the block ends without error, or not at all.
 
@@ -42,6 +43,14 @@ def _input_hit(path: str, inputs: Iterable[str | None]) -> str | None:
         if candidate and os.path.lexists(candidate) and same_file(path, candidate):
             return candidate
     return None
+
+
+def files_under(folder: str) -> list[str]:
+    """Every file under `folder` (none if it is not a folder): a run directory given as an input
+    protects each file it holds."""
+    if not os.path.isdir(folder):
+        return []
+    return [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names]
 
 
 def claim_output(path: str, inputs: Iterable[str | None] = (), force: bool = False) -> None:
@@ -83,11 +92,18 @@ def atomic_directory(path: str, inputs: Iterable[str | None] = (),
     inputs = list(inputs)
     claim_output_dir(path, inputs, force)
     parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{os.path.basename(path)}-", dir=parent)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{os.path.basename(path)}-",
+                                   dir=parent)
+    except OSError as exc:  # say so about `path`, not the staging folder
+        raise OSError(exc.errno, exc.strerror, path) from None
     try:
         yield staging
-        _publish(staging, path, inputs, force)
+        try:
+            _publish(staging, path, inputs, force)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, path) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

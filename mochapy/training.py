@@ -34,16 +34,26 @@ from mochapy.atomic import (
 )
 from mochapy.backends import get_backend
 from mochapy.coffee import CoffeeLounge, Snapshot, TrainingSummary, ValidationPerformance
-from mochapy.config import RunConfig, text_for_directory
+from mochapy.config import RunConfig
 from mochapy.errors import ConfigError, DivergenceError, MochaError
 from mochapy.net import Net
+from mochapy.run_directory import (
+    RunDirectoryError,
+    check_run_directory,
+    fingerprint_differences,
+    is_run,
+    run_markers,
+    training_fingerprint,
+    write_net_copy,
+)
 from mochapy.runs import load_run, read_weights
 from mochapy.snapshots import Snapshot as SnapshotData
 from mochapy.snapshots import (
     list_snapshots,
-    newest_valid_snapshot,
     prune_snapshots,
     read_snapshot,
+    scan_snapshots,
+    set_aside,
     snapshot_path,
     write_snapshot,
 )
@@ -65,8 +75,10 @@ class RunLock:
     def __init__(self, out_dir: str) -> None:
         self.path = os.path.join(out_dir, ".lock")
         self.handle: Any = None
+        self.previous: str | None = None  # what the file held before (None: this call made it)
 
     def __enter__(self) -> RunLock:
+        existed = os.path.exists(self.path)
         self.handle = open(self.path, "a+")
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -78,6 +90,8 @@ class RunLock:
                 f"run directory {os.path.dirname(self.path)} is in use by {owner}; "
                 "wait for it or choose another --out"
             ) from None
+        self.handle.seek(0)
+        self.previous = self.handle.read() if existed else None
         try:  # unbuffered, so a full disk fails here and not again when the file is closed
             os.ftruncate(self.handle.fileno(), 0)
             os.write(self.handle.fileno(), f"pid {os.getpid()} on {platform.node()}".encode())
@@ -91,6 +105,15 @@ class RunLock:
         fcntl.flock(self.handle, fcntl.LOCK_UN)
         self.handle.close()
 
+    def undo(self) -> None:
+        """Leave the lock file as it was before (removed if this call made it): for a run
+        refused before it started, which must change nothing in the folder."""
+        if self.previous is None:
+            os.unlink(self.path)
+        else:
+            os.ftruncate(self.handle.fileno(), 0)
+            os.write(self.handle.fileno(), self.previous.encode())
+
 
 class Trainer:
     """Trains a RunConfig into a run directory."""
@@ -103,6 +126,7 @@ class Trainer:
         backend: str | None = None,
         max_iter: int | None = None,
         resume: bool = False,
+        allow_changed: bool = False,
         progress: bool = True,
         echo: Callable[[str], None] | None = None,
     ) -> None:
@@ -112,6 +136,9 @@ class Trainer:
         self.backend_name = backend or config.backend
         self.max_iter = config.solver.max_iter if max_iter is None else max_iter
         self.resume = resume
+        self.allow_changed = allow_changed
+        self.changes: list[str] = []  # what differs from the snapshot resumed (--allow-changed)
+        self.fingerprint = training_fingerprint(config, out_dir)
         self.progress = progress
         self.echo = echo or tqdm.write
         self.lounge = CoffeeLounge()
@@ -161,26 +188,22 @@ class Trainer:
                     "train_loss_count": np.array(self._loss_count)},
             layers=self.net.layer_states(),
             statistics=self.lounge.as_arrays(),
+            config=self.fingerprint,
         ))
         read_snapshot(path)  # verify before older snapshots go
-        prune_snapshots(self.snapshot_dir, self.config.coffee.keep_snapshots)
+        for problem in prune_snapshots(self.snapshot_dir, self.config.coffee.keep_snapshots):
+            self.log(f"warning: {problem}")
         self.lounge.save(os.path.join(self.out_dir, "statistics.h5"))
         return path
 
     # -- the run --------------------------------------------------------------------------------
     def _prepare_directory(self) -> None:
-        existing = list_snapshots(self.snapshot_dir)
-        if existing and not self.resume:
-            raise MochaError(
-                f"{self.out_dir} already holds a run ({len(existing)} snapshots); "
-                "pass --resume to continue it or choose another --out"
-            )
         for folder in (self.out_dir, self.snapshot_dir):
             for path in remove_partial_files(folder):
                 self.log(f"removed {path}, a file a killed run left half-written")
         config_copy = os.path.join(self.out_dir, "net.yaml")
-        if not self.resume or not os.path.exists(config_copy):
-            write_text_atomically(config_copy, text_for_directory(self.config.text, self.out_dir))
+        if not self.resume or self.changes or not os.path.exists(config_copy):
+            write_net_copy(self.out_dir, self.config, self.config.files)
 
     def _build(self) -> None:
         """Set up everything that can fail on bad input before the run directory is touched."""
@@ -200,18 +223,41 @@ class Trainer:
         self._kept_initial: list[str] = []  # parameters init_from_partial left as declared
         self._initialised_from = None if self.resume else self._init_from()
 
-    def _restore(self) -> int | None:
-        """Continue from the newest valid snapshot (--resume), else start from init_from."""
+    def _claim_directory(self) -> SnapshotData | None:
+        """Refuse a new run over a run or a user's file, a resume with nothing valid to resume
+        from, or one whose net, solver or data differ from the snapshot's (unless allowed).
+        Changes nothing in the folder; returns the snapshot to resume from."""
+        check_run_directory(self.out_dir, self.resume)
         if not self.resume:
+            return None
+        self._scan = scan = scan_snapshots(self.snapshot_dir)
+        if scan.newest is None:
+            found = ", ".join(run_markers(self.out_dir))
+            damaged = f"; {scan.damaged[0][1]}" if scan.damaged else ""
+            raise RunDirectoryError(
+                f"cannot resume {self.out_dir}: no valid snapshot (found {found}{damaged}); "
+                "start a new run in another --out (init_from can start it from weights.h5)"
+            )
+        if scan.newest.config:
+            changes = fingerprint_differences(scan.newest.config, self.fingerprint)
+            if changes and not self.allow_changed:
+                raise RunDirectoryError(
+                    f"cannot resume {self.out_dir}: the net differs from snapshot "
+                    f"{scan.newest.iteration}'s: {'; '.join(changes)} (pass --allow-changed "
+                    "with --resume to go on anyway; training.json records it)"
+                )
+            self.changes = changes
+        return scan.newest
+
+    def _restore(self, snap: SnapshotData | None) -> int | None:
+        """Continue from the snapshot _claim_directory chose (--resume), else from init_from."""
+        if snap is None:
             self._log_init_from(self._initialised_from)
             return None
-        damaged: list[str] = []
-        snap = newest_valid_snapshot(self.snapshot_dir, damaged)
-        for problem in damaged:  # one line each, in the log too
-            self.log(f"warning: {problem}; skipping it")
-        if snap is None:
-            self._log_init_from(self._init_from())
-            return None
+        for problem in set_aside(self._scan.damaged):  # one line each, in the log too
+            self.log(f"warning: {problem}")
+        if self.changes:
+            self.log(f"resuming with changes (--allow-changed): {'; '.join(self.changes)}")
         self.net.params.load_host_arrays(snap.params, f"snapshot {snap.iteration}")
         self.solver.load_state_dict(snap.solver)
         self._loss_sum = float(snap.solver.get("train_loss_sum", 0.0))
@@ -245,10 +291,14 @@ class Trainer:
         folders this call made, so a run that never started leaves nothing behind."""
         made = [d for d in (self.out_dir, self.snapshot_dir) if not os.path.isdir(d)]
         with contextlib.ExitStack() as stack:
+            lock = RunLock(self.out_dir)
             try:
                 os.makedirs(self.snapshot_dir, exist_ok=True)
-                stack.enter_context(RunLock(self.out_dir))
-            except OSError:
+                stack.enter_context(lock)
+                self._resume_from = self._claim_directory()
+            except (OSError, MochaError):
+                if lock.handle is not None and not lock.handle.closed:
+                    lock.undo()  # refused: the folder is left exactly as it was
                 for folder in reversed(made):
                     with contextlib.suppress(OSError):
                         os.rmdir(folder)  # only if empty: never another process's files
@@ -259,7 +309,7 @@ class Trainer:
         self._build()
         with self._locked_directory():
             self._prepare_directory()
-            resumed_from = self._restore()
+            resumed_from = self._restore(self._resume_from)
             if resumed_from is not None:
                 self.log(f"resuming {self.config.name} from iteration {resumed_from}")
             self.log(
@@ -268,10 +318,15 @@ class Trainer:
             )
             interrupted: list[int] = []
             # NaN/Inf is caught and reported as one DivergenceError, without NumPy warnings.
-            with deferred_stop_signals(interrupted), np.errstate(
-                over="ignore", invalid="ignore", divide="ignore"
-            ):
-                wall = self._loop(interrupted)
+            try:
+                with deferred_stop_signals(interrupted), np.errstate(
+                    over="ignore", invalid="ignore", divide="ignore"
+                ):
+                    wall = self._loop(interrupted)
+            except BaseException:
+                self._discard_outputs()
+                raise
+            self.net.close()  # output layers' files appear now, whole
             self._finish(wall)
         result = TrainResult(self.out_dir, self.solver.iteration, wall,
                              self.lounge.last("train/loss") or float("nan"), resumed_from)
@@ -331,6 +386,13 @@ class Trainer:
             bar.close()
         return time.perf_counter() - self._t0
 
+    def _discard_outputs(self) -> None:
+        """Drop what output layers wrote so far: a failed run leaves no half-filled file."""
+        for layer in self.net.layers:
+            discard = getattr(layer, "discard", None)
+            if discard:
+                discard()
+
     def _take_device_losses(self, runner: Any, iteration: int) -> float | None:
         """Add the losses the GPU summed since the last read; DivergenceError if any was NaN/Inf
         or a parameter is. Returns their mean (None when no step ran since the last read)."""
@@ -384,6 +446,12 @@ class Trainer:
         info["wall_seconds_total"] = round(
             previous.get("wall_seconds_total", 0.0) + wall, 3
         )
+        resumed_with_changes = list(previous.get("resumed_with_changes", []))
+        if self.changes:  # what --resume --allow-changed let differ from the snapshot
+            resumed_with_changes.append({"from_iteration": self._start_iter,
+                                         "changes": self.changes})
+        if resumed_with_changes:
+            info["resumed_with_changes"] = resumed_with_changes
         write_text_atomically(path, json.dumps(info, indent=2))
         self.log(f"done: {iteration} iterations in {wall:.1f} s; run directory {self.out_dir}")
 
@@ -415,12 +483,10 @@ def train(config: RunConfig, out_dir: str, **options: Any) -> TrainResult:
     """
     if not config.stages:
         return Trainer(config, out_dir, **options).run()
+    resume = options.get("resume", False)
+    check_run_directory(out_dir, resume)
     made = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    resume = options.get("resume", False)
-    if not resume and os.path.exists(os.path.join(out_dir, "training.json")):
-        raise MochaError(f"{out_dir} already holds a run; pass --resume to continue it "
-                         "or choose another --out")
     with RunLock(out_dir):
         try:
             remove_partial_files(out_dir)
@@ -446,8 +512,11 @@ def _train_stages(config: RunConfig, out_dir: str, resume: bool, options: dict) 
         if resume and stage_finished(stage_dir):
             previous = stage_dir
             continue
-        stage_config = dataclasses.replace(stage.config, init_from=previous, report=[])
-        Trainer(stage_config, stage_dir, **options).run()
+        stage_config = dataclasses.replace(stage.config, init_from=previous, report=[],
+                                           files=config.files)
+        # a stage that never began (or stopped before its first snapshot) starts now
+        Trainer(stage_config, stage_dir, **{**options, "resume": resume and is_run(stage_dir)}
+                ).run()
         previous = stage_dir
     _merge_stages(config, out_dir, stage_dirs)
 
@@ -459,8 +528,7 @@ def _read_json(path: str) -> dict:
 
 def _merge_stages(config: RunConfig, out_dir: str, stage_dirs: list[str]) -> None:
     """The final stage's net and weights, every stage's statistics and timings, in OUT."""
-    net_copy = text_for_directory(config.text, out_dir)
-    write_text_atomically(os.path.join(out_dir, "net.yaml"), net_copy)
+    write_net_copy(out_dir, config, config.files)
     last = stage_dirs[-1]
     write_atomically(os.path.join(out_dir, "weights.h5"),
                      lambda temp: shutil.copyfile(os.path.join(last, "weights.h5"), temp))

@@ -196,9 +196,10 @@ def test_check_prints_layers_shapes_and_parameter_count(tiny_example: Path,
 
 
 def test_check_counts_the_poster_vae_parameters(tmp_path: Path, engine) -> None:
-    """examples/galaxy_vae_poster.yaml, its data layers pointed at a small (N, 1, 69, 69) file."""
+    """examples/galaxy_vae_poster.yaml, its data layers pointed at a small (N, 1, 69, 69) file
+    (one batch: a batch larger than the data is refused)."""
     with h5py.File(tmp_path / "galaxies.h5", "w") as handle:
-        handle["data"] = np.random.default_rng(0).random((3, 1, 69, 69), dtype=np.float32)
+        handle["data"] = np.random.default_rng(0).random((100, 1, 69, 69), dtype=np.float32)
     raw = yaml.safe_load((engine.examples / "galaxy_vae_poster.yaml").read_text())
     raw["layers"][0]["source"] = "galaxies.h5"
     raw["coffee_breaks"]["validation"]["source"] = "galaxies.h5"

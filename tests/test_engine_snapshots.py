@@ -117,6 +117,36 @@ def test_prune_keeps_the_newest(tmp_path: Path) -> None:
         "notes.h5", "snapshot-000000200.h5", "snapshot-000000300.h5"]
 
 
+def test_pruning_sets_damaged_snapshots_aside_and_never_deletes_a_good_one_for_them(
+    tmp_path: Path,
+) -> None:
+    """Damaged newest snapshots (say, after a disk error) must not count among the kept three:
+    keeping by name would delete each new good snapshot and keep the damaged ones."""
+    for iteration in (100, 200, 300, 400, 500):
+        write_snapshot(snapshot_path(str(tmp_path), iteration), example_snapshot(iteration))
+    truncate(snapshot_path(str(tmp_path), 400))
+    flip_array_bytes(snapshot_path(str(tmp_path), 500))
+    problems = prune_snapshots(str(tmp_path), keep=3)
+    assert len(problems) == 2 and all("set aside as" in p for p in problems)
+    assert sorted(os.listdir(tmp_path)) == [
+        "snapshot-000000100.h5", "snapshot-000000200.h5", "snapshot-000000300.h5",
+        "snapshot-000000400.h5.damaged", "snapshot-000000500.h5.damaged"]
+    write_snapshot(snapshot_path(str(tmp_path), 600), example_snapshot(600))
+    assert prune_snapshots(str(tmp_path), keep=3) == []
+    assert [os.path.basename(p) for p in list_snapshots(str(tmp_path))] == [
+        "snapshot-000000600.h5", "snapshot-000000300.h5", "snapshot-000000200.h5"]
+
+
+def test_a_snapshot_is_taken_for_the_iteration_it_holds_not_its_name(tmp_path: Path) -> None:
+    write_three(tmp_path)
+    shutil.copyfile(snapshot_path(str(tmp_path), 100), snapshot_path(str(tmp_path), 900))
+    damaged: list[str] = []
+    snapshot = newest_valid_snapshot(str(tmp_path), damaged)
+    assert snapshot.iteration == 300
+    assert damaged == [f"snapshot {snapshot_path(str(tmp_path), 900)} holds iteration 100, "
+                       "not 900"]
+
+
 # -- training runs ------------------------------------------------------------------------------
 def train(config_path: Path, out: Path, max_iter: int, resume: bool = False):
     trainer = Trainer(load_config(str(config_path)), str(out), max_iter=max_iter, resume=resume,

@@ -12,6 +12,7 @@ from galaxy_model.evaluation import evaluate
 from galaxy_model.model import GalaxyVAE
 from mochapy.atomic import write_text_atomically
 from mochapy.cli_errors import one_line_errors
+from mochapy.outputs import claim_output, files_under
 
 
 @click.command("evaluate")
@@ -20,9 +21,12 @@ from mochapy.cli_errors import one_line_errors
 @click.option("--data", required=True, help="A dataset .h5 file or builtin:train|heldout|real.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the summary as JSON.")
+@click.option("--force", is_flag=True, help="Replace the --json file if it exists.")
 @one_line_errors
-def command(run_dir: str, data: str, json_out: str | None) -> None:
+def command(run_dir: str, data: str, json_out: str | None, force: bool) -> None:
     """Fit the Gaussian baseline to every image and compare the VAE with it."""
+    if json_out:
+        claim_output(json_out, [data, *files_under(run_dir)], force)
     result = evaluate(GalaxyVAE.load(run_dir), load(data), label=data)
     click.echo(metrics.markdown_table(result.summary, f"{run_dir} on {data}"))
     if json_out:

@@ -11,6 +11,7 @@ from mochapy.data_sources import resolve_source
 from mochapy.errors import DataError
 from mochapy.layers.base import Layer, LayerConfig, register_layer
 from mochapy.layers.batching import BatchOrder
+from mochapy.limits import check_array, check_hdf5_node
 
 
 @register_layer
@@ -38,13 +39,19 @@ def read_rows(path: str, dataset: str, limit: int, where: str) -> np.ndarray:
     """Read one dataset from one file, checking it exists, is numeric and finite."""
     try:
         with h5py.File(path, "r") as handle:
-            if dataset not in handle:
+            if handle.get(dataset, getlink=True) is None:
                 raise DataError(f"{where}: {path} has no dataset {dataset!r}")
-            node = handle[dataset]
+            node = check_hdf5_node(handle, dataset, where, limit)
             if not isinstance(node, h5py.Dataset) or node.ndim < 1 or node.shape[0] == 0:
                 raise DataError(f"{where}: {path}:{dataset} is empty or not an array")
             if not np.issubdtype(node.dtype, np.number):
                 raise DataError(f"{where}: {path}:{dataset} is not numeric ({node.dtype})")
+            if not np.issubdtype(node.dtype, np.floating):
+                raise DataError(
+                    f"{where}: {path}:{dataset} holds integers ({node.dtype}); HDF5Data reads "
+                    "floating-point data as stored, so convert it first (0-255 images: divide "
+                    "by 255, or make a galaxy dataset with `galaxy-model prepare`)"
+                )
             rows = node[: limit or None]
     except DataError:
         raise
@@ -79,11 +86,17 @@ class HDF5DataLayer(Layer):
                     remaining -= len(rows)
                     if remaining <= 0:
                         break
+            shape = (sum(len(part) for part in parts), *parts[0].shape[1:])
+            check_array(shape, np.dtype(self.backend.dtype).itemsize,
+                        f"{cfg.where}: dataset {name!r} of {len(files)} file(s)", count=2)
             self.arrays.append(np.concatenate(parts).astype(self.backend.dtype, copy=False))
         counts = {len(a) for a in self.arrays}
         if len(counts) > 1:
             raise DataError(f"{cfg.where}: datasets {list(cfg.tops)} have different row counts")
         self.n_rows = counts.pop()
+        if self.n_rows < cfg.batch_size:
+            raise DataError(f"{cfg.where}: batch_size {cfg.batch_size} is larger than the data "
+                            f"({self.n_rows} rows in {cfg.source}); lower batch_size")
         self.order = BatchOrder(self.n_rows, cfg.batch_size, cfg.shuffle, self.ctx.rng(cfg.name))
         self.host_batches = [np.empty((cfg.batch_size, *a.shape[1:]), a.dtype) for a in self.arrays]
         for name, array in zip(cfg.tops, self.arrays, strict=False):
