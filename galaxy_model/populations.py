@@ -287,13 +287,22 @@ POPULATIONS = {population.version: population for population in (SYNTH_V1, GZ_V1
 def vary(population: Population, version: str, changes: dict) -> Population:
     """`population` with some fields changed, under a new version name (the sensitivity study's
     variants): each change is a new value, or {"times": x} to scale a rate, a scale or a
-    distribution by x."""
+    distribution by x; morphology_shares also takes {kind: x, ...}, scaling those kinds' shares
+    and renormalising."""
     updates = {}
     for name, change in changes.items():
         if name not in population.__dataclass_fields__ or name in ("version", "sources"):
             raise ValueError(f"{version}: unknown population field {name!r}")
         current = getattr(population, name)
-        if isinstance(change, dict):
+        if name == "morphology_shares" and isinstance(change, dict):
+            strangers = set(change) - set(MORPHOLOGIES)
+            if strangers:
+                raise ValueError(f"{version}: morphology_shares: unknown kind "
+                                 f"{sorted(strangers)[0]!r}; kinds: {', '.join(MORPHOLOGIES)}")
+            scaled = [share * float(change.get(kind, 1))
+                      for kind, share in zip(MORPHOLOGIES, current, strict=True)]
+            updates[name] = tuple(share / sum(scaled) for share in scaled)
+        elif isinstance(change, dict):
             if set(change) != {"times"}:
                 raise ValueError(f"{version}: {name}: expected a value or {{times: x}}")
             factor = float(change["times"])

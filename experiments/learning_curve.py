@@ -1,0 +1,164 @@
+"""Wins against the Gaussian fit as training goes on: evaluate a run's kept snapshots.
+
+    python experiments/learning_curve.py --stage runs/galaxy_vae_gz/stage1-mean
+        [--data builtin:gz-heldout] [--n 500] [--iterations 10000 30000 ...]
+        [--extrapolate-to 3600000] [--out results/galaxy_vae_gz/learning_curve] [--force]
+
+Each chosen snapshot (default: those at 1, 2, 3 and 5 x 10^k iterations, k >= 4, that the stage
+kept) is loaded as the run's net with that snapshot's parameters and evaluated with
+galaxy_model.evaluation on the first --n images of --data (no retraining; a running stage can be
+evaluated). Writes learning_curve.json, learning_curve.md and learning_curve.png (wins against
+log iterations, the poster's 97.1% / 97.2% marked) into --out. With three or more points the
+wins are fitted as a straight line in log10(iterations) and evaluated at --extrapolate-to: an
+extrapolation, labelled as one (default 3.6M: the poster's K20X at 200 it/s for 5 hours).
+
+A stage trained with a fixed decoder sd (the mean stage of galaxy_vae.yaml's recipe) is judged
+on likelihood with that fixed sd; its MSE wins are the meaningful curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+import numpy as np
+
+from galaxy_model import builtin
+from galaxy_model.dataset import GalaxyDataset
+from galaxy_model.evaluation import evaluate
+from galaxy_model.model import GalaxyVAE
+from mochapy.config import load_config
+from mochapy.errors import MochaError
+from mochapy.outputs import atomic_directory
+from mochapy.runs import LoadedRun
+from mochapy.snapshots import SNAPSHOT_PATTERN, list_snapshots, read_snapshot
+
+POSTER = {"mse_win_fraction": 0.971, "likelihood_win_fraction": 0.972}
+POSTER_GPU_ITERATIONS = 3_600_000  # 200 it/s (the poster's K20X) for 5 hours
+
+
+def log_grid_iterations(available: list[int]) -> list[int]:
+    """The available iterations at 1, 2, 3 and 5 x 10^k (k >= 4), ascending."""
+    wanted = {m * 10**k for k in range(4, 8) for m in (1, 2, 3, 5)}
+    return sorted(i for i in available if i in wanted)
+
+
+def snapshot_files(stage_dir: str) -> dict[int, str]:
+    """Iteration -> snapshot path of every snapshot a stage kept."""
+    return {int(SNAPSHOT_PATTERN.search(path).group(1)): path
+            for path in list_snapshots(os.path.join(stage_dir, "snapshots"))}
+
+
+def evaluate_snapshot(stage_dir: str, path: str, dataset: GalaxyDataset, label: str) -> dict:
+    """The evaluate summary of the stage's net with one snapshot's parameters."""
+    snapshot = read_snapshot(path)
+    run = LoadedRun(stage_dir, load_config(os.path.join(stage_dir, "net.yaml")),
+                    snapshot.params, snapshot.iteration)
+    summary = evaluate(GalaxyVAE(run), dataset, elbo_samples=1, label=label).summary
+    return {"iteration": snapshot.iteration,
+            **{key: summary[key] for key in ("mse_win_fraction", "likelihood_win_fraction",
+                                             "median_mse_model", "median_mse_baseline")}}
+
+
+def extrapolate(points: list[dict], key: str, iterations: int) -> float | None:
+    """A straight line in log10(iterations) through the points, evaluated at `iterations`
+    (capped at 1); None with fewer than three points."""
+    if len(points) < 3:
+        return None
+    x = np.log10([p["iteration"] for p in points])
+    slope, intercept = np.polyfit(x, [p[key] for p in points], 1)
+    return float(min(1.0, slope * math.log10(iterations) + intercept))
+
+
+def markdown(record: dict) -> str:
+    lines = [
+        f"# Learning curve of {record['stage']} on {record['data']} (first {record['n']} images)",
+        "",
+        "| iterations | MSE wins | likelihood wins | median MSE, VAE | median MSE, Gaussian |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for p in record["points"]:
+        lines.append(f"| {p['iteration']:,} | {100 * p['mse_win_fraction']:.1f}% | "
+                     f"{100 * p['likelihood_win_fraction']:.1f}% | {p['median_mse_model']:.3g} | "
+                     f"{p['median_mse_baseline']:.3g} |")
+    extrapolated = record["extrapolation"]
+    if extrapolated["mse_win_fraction"] is not None:
+        lines += ["", f"Extrapolation (a straight line in log iterations through these points, "
+                  f"not a measurement) to {extrapolated['iterations']:,} iterations: MSE wins "
+                  f"{100 * extrapolated['mse_win_fraction']:.1f}%, likelihood wins "
+                  f"{100 * extrapolated['likelihood_win_fraction']:.1f}% (poster: 97.1% / 97.2%)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(record: dict, path: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    iterations = [p["iteration"] for p in record["points"]]
+    for key, label, colour in (("mse_win_fraction", "MSE wins", "C0"),
+                               ("likelihood_win_fraction", "likelihood wins", "C1")):
+        axes.plot(iterations, [100 * p[key] for p in record["points"]], "o-", color=colour,
+                  label=label)
+        axes.axhline(100 * POSTER[key], color=colour, linestyle=":", linewidth=1)
+        extrapolated = record["extrapolation"][key]
+        if extrapolated is not None:
+            axes.plot([iterations[-1], record["extrapolation"]["iterations"]],
+                      [100 * record["points"][-1][key], 100 * extrapolated], "--", color=colour,
+                      label=f"{label}, extrapolated")
+    axes.set_xscale("log")
+    axes.set_xlabel("training iterations")
+    axes.set_ylabel("wins against the Gaussian fit (%)")
+    axes.set_title(f"{os.path.basename(record['stage'])} on {record['data']}", fontsize=9)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", required=True, help="a run (or stage) directory")
+    parser.add_argument("--data", default="builtin:gz-heldout")
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--iterations", type=int, nargs="*")
+    parser.add_argument("--extrapolate-to", type=int, default=POSTER_GPU_ITERATIONS)
+    parser.add_argument("--out", default="results/galaxy_vae_gz/learning_curve")
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args()
+    try:
+        files = snapshot_files(args.stage)
+        chosen = args.iterations or log_grid_iterations(list(files))
+        missing = [i for i in chosen if i not in files]
+        if missing or not chosen:
+            raise MochaError(f"{args.stage}: no kept snapshot at iteration(s) "
+                             f"{missing or 'of the log grid'}; kept: {sorted(files)}")
+        dataset = builtin.load(args.data)
+        dataset = dataset.subset(np.arange(min(args.n, len(dataset))))
+        points = [evaluate_snapshot(args.stage, files[i], dataset, args.data) for i in chosen]
+        record = {
+            "stage": args.stage, "data": args.data, "n": len(dataset), "points": points,
+            "extrapolation": {
+                "iterations": args.extrapolate_to,
+                **{key: extrapolate(points, key, args.extrapolate_to) for key in POSTER},
+            },
+        }
+        with atomic_directory(args.out, force=args.force) as staging:
+            with open(os.path.join(staging, "learning_curve.json"), "w",
+                      encoding="utf-8") as handle:
+                json.dump(record, handle, indent=2)
+            table = markdown(record)
+            with open(os.path.join(staging, "learning_curve.md"), "w", encoding="utf-8") as handle:
+                handle.write(table)
+            plot(record, os.path.join(staging, "learning_curve.png"))
+    except MochaError as exc:
+        sys.exit(f"learning_curve: {exc}")
+    print(table, end="")
+
+
+if __name__ == "__main__":
+    main()

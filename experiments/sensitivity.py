@@ -1,0 +1,247 @@
+"""Which property of the data sets the win rate: the poster's net on populations that each
+drop, halve or double one factor.
+
+    python experiments/sensitivity.py [--plan experiments/sensitivity.yaml]
+        [--work runs/sensitivity] [--out results/sensitivity] [--only NAME ...] [--force]
+
+For every variant of the plan (experiments/sensitivity.yaml): its population is the plan's base
+population with the variant's changes (galaxy_model.populations.vary); its train, valid and
+heldout images are synthesised into --work/NAME/ (the same sizes and seeds for every variant);
+the recipe's net and stages are trained on them into --work/NAME/run with the plan's settings
+(the same budget for every variant; a finished run is reused, an unfinished one resumed); the
+result is evaluated on the variant's held-out images. The table (sensitivity.json,
+sensitivity.md) and the plot (sensitivity.png) hold, per variant and factor, the MSE and
+likelihood wins against the Gaussian fit and each model's excess MSE over the noise: the median
+over images of (MSE - the image's own noise variance, the mean of 1/ivar over its pixels).
+--force replaces the files of the same names in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import yaml
+
+from galaxy_model.dataset import GalaxyDataset, read_dataset, write_dataset
+from galaxy_model.evaluation import evaluate
+from galaxy_model.model import GalaxyVAE
+from galaxy_model.populations import POPULATIONS, Population, vary
+from galaxy_model.synth import synthesize
+from mochapy.config import load_config
+from mochapy.errors import ConfigError, MochaError
+from mochapy.outputs import atomic_directory
+from mochapy.training import stage_finished, train
+
+SPLITS = ("train", "valid", "heldout")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    factor: str
+    population: Population
+
+
+@dataclass(frozen=True)
+class Plan:
+    path: str
+    recipe: str
+    data: dict[str, tuple[int, int]]  # split -> (n, seed)
+    stages: dict[str, dict]
+    variants: list[Variant]
+
+
+def load_plan(path: str) -> Plan:
+    """Read and check a plan; ConfigError naming the file and field on anything wrong."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the plan: {' '.join(str(exc).split())}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the plan must be a mapping")
+    missing = [key for key in ("recipe", "base_population", "data", "stages", "variants")
+               if key not in raw]
+    if missing:
+        raise ConfigError(f"{path}: missing field {missing[0]!r}")
+    base = POPULATIONS.get(raw["base_population"])
+    if base is None:
+        raise ConfigError(f"{path}: base_population {raw['base_population']!r} is not one of "
+                          f"{', '.join(POPULATIONS)}")
+    data = {}
+    for split in SPLITS:
+        entry = (raw["data"] or {}).get(split)
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), int) and entry[k] > 0
+                                                  for k in ("n", "seed")):
+            raise ConfigError(f"{path}: data.{split} needs positive integers n and seed")
+        data[split] = (entry["n"], entry["seed"])
+    variants, names = [], set()
+    for index, entry in enumerate(raw["variants"] or []):
+        where = f"{path}: variants[{index}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ConfigError(f"{where}: expected a mapping with a name, factor and changes")
+        if entry["name"] in names:
+            raise ConfigError(f"{where}: variant name {entry['name']!r} is used twice")
+        names.add(entry["name"])
+        try:
+            population = vary(base, f"{base.version}/{entry['name']}", entry.get("changes") or {})
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        variants.append(Variant(entry["name"], str(entry.get("factor", "")), population))
+    if not variants:
+        raise ConfigError(f"{path}: 'variants' lists no variant")
+    recipe = os.path.join(os.path.dirname(os.path.abspath(path)), raw["recipe"])
+    return Plan(path, recipe, data, raw["stages"] or {}, variants)
+
+
+def variant_data(plan: Plan, variant: Variant, folder: str) -> dict[str, str]:
+    """The variant's split files, synthesised once (a file of another population is refused)."""
+    os.makedirs(folder, exist_ok=True)
+    paths = {}
+    for split, (n, seed) in plan.data.items():
+        path = paths[split] = os.path.join(folder, f"{split}-n{n}-seed{seed}.h5")
+        if os.path.exists(path):
+            made_by = read_dataset(path, limit=1).attrs.get("population")
+            if made_by != json.dumps(variant.population.describe(), sort_keys=True):
+                raise MochaError(f"{path} holds another population's images; move it away")
+            continue
+        write_dataset(path, synthesize(n, seed=seed, population=variant.population))
+    return paths
+
+
+def variant_net(plan: Plan, variant: Variant, paths: dict[str, str], path: str) -> str:
+    """Write the variant's net file: the recipe with the plan's stage settings, no report."""
+    with open(plan.recipe, encoding="utf-8") as handle:
+        recipe = yaml.safe_load(handle)
+    if not isinstance(recipe, dict) or not isinstance(recipe.get("stages"), list):
+        raise ConfigError(f"{plan.recipe}: the recipe must list its stages")
+    unknown = set(plan.stages) - {stage.get("name") for stage in recipe["stages"]}
+    if unknown:
+        raise ConfigError(f"{plan.path}: stages: the recipe has no stage {sorted(unknown)[0]!r}")
+    if "extends" in recipe:
+        recipe["extends"] = os.path.join(os.path.dirname(plan.recipe), recipe["extends"])
+    recipe["name"] = f"sensitivity-{variant.name}"
+    recipe["report"] = []
+    for stage in recipe["stages"]:
+        settings = {key: value.format(**paths) if isinstance(value, str) else value
+                    for key, value in (plan.stages.get(stage["name"]) or {}).items()}
+        stage["set"] = {**(stage.get("set") or {}), **settings}
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(recipe, handle, sort_keys=False)
+    return path
+
+
+def excess_over_noise(mse: np.ndarray, dataset: GalaxyDataset) -> float:
+    """Median over images of MSE minus the image's own noise variance (mean 1/ivar)."""
+    ivar = dataset.ivar.reshape(len(dataset), -1)
+    noise = np.array([np.mean(1 / row[row > 0]) for row in ivar])
+    return float(np.median(mse - noise))
+
+
+def run_variant(plan: Plan, variant: Variant, work: str, progress: bool) -> dict:
+    """Train (or reuse) and evaluate one variant; its row of the table."""
+    folder = os.path.join(work, variant.name)
+    paths = variant_data(plan, variant, folder)
+    net = variant_net(plan, variant, paths, os.path.join(folder, "net.yaml"))
+    run_dir = os.path.join(folder, "run")
+    if not stage_finished(run_dir):
+        train(load_config(net), run_dir, resume=os.path.isdir(run_dir), progress=progress)
+    heldout = read_dataset(paths["heldout"])
+    result = evaluate(GalaxyVAE.load(run_dir), heldout, elbo_samples=1,
+                      label=f"{variant.name} heldout")
+    with open(os.path.join(run_dir, "training.json"), encoding="utf-8") as handle:
+        iterations = json.load(handle)["iterations"]
+    return {
+        "variant": variant.name, "factor": variant.factor,
+        "population": variant.population.describe(), "iterations": iterations,
+        "mse_win_fraction": result.summary["mse_win_fraction"],
+        "likelihood_win_fraction": result.summary["likelihood_win_fraction"],
+        "median_mse_model": result.summary["median_mse_model"],
+        "median_mse_baseline": result.summary["median_mse_baseline"],
+        "excess_mse_model": excess_over_noise(result.mse_model, heldout),
+        "excess_mse_baseline": excess_over_noise(result.mse_baseline, heldout),
+    }
+
+
+def markdown(rows: list[dict], plan: Plan) -> str:
+    lines = [
+        "# Sensitivity of the win rate to the data",
+        "",
+        f"Plan {plan.path}; every variant trained by {plan.recipe} with the same settings and "
+        "evaluated on its own held-out images. Excess MSE: median over images of the MSE minus "
+        "the image's own noise variance.",
+        "",
+        "| factor | variant | iterations | MSE wins | likelihood wins | Gaussian excess MSE | "
+        "VAE excess MSE |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['factor']} | {row['variant']} | {row['iterations']:,} | "
+            f"{100 * row['mse_win_fraction']:.1f}% | {100 * row['likelihood_win_fraction']:.1f}% | "
+            f"{row['excess_mse_baseline']:.3g} | {row['excess_mse_model']:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9, 6), dpi=120)
+    FigureCanvasAgg(figure)
+    wins, excess = figure.add_subplot(2, 1, 1), figure.add_subplot(2, 1, 2, sharex=None)
+    positions = np.arange(len(rows))
+    labels = [f"{row['variant']}" for row in rows]
+    for offset, key, label in ((-0.2, "mse_win_fraction", "MSE wins"),
+                               (0.2, "likelihood_win_fraction", "likelihood wins")):
+        wins.bar(positions + offset, [100 * row[key] for row in rows], width=0.4, label=label)
+    wins.axhline(97.1, color="grey", linestyle=":", linewidth=1, label="poster (97.1 / 97.2%)")
+    wins.set_ylabel("wins vs Gaussian (%)")
+    wins.legend(fontsize=7)
+    for offset, key, label in ((-0.2, "excess_mse_baseline", "Gaussian"),
+                               (0.2, "excess_mse_model", "VAE")):
+        excess.bar(positions + offset, [row[key] for row in rows], width=0.4, label=label)
+    excess.set_ylabel("excess MSE over the noise")
+    excess.legend(fontsize=7)
+    for axes in (wins, excess):
+        axes.set_xticks(positions)
+        axes.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plan", default="experiments/sensitivity.yaml")
+    parser.add_argument("--work", default="runs/sensitivity")
+    parser.add_argument("--out", default="results/sensitivity")
+    parser.add_argument("--only", nargs="*", help="run only these variants")
+    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args()
+    try:
+        plan = load_plan(args.plan)
+        chosen = [v for v in plan.variants if not args.only or v.name in args.only]
+        unknown = set(args.only or ()) - {v.name for v in plan.variants}
+        if unknown:
+            raise ConfigError(f"{args.plan}: no variant named {sorted(unknown)[0]!r}")
+        rows = [run_variant(plan, variant, args.work, not args.quiet) for variant in chosen]
+        with atomic_directory(args.out, force=args.force) as staging:
+            with open(os.path.join(staging, "sensitivity.json"), "w", encoding="utf-8") as handle:
+                json.dump({"plan": args.plan, "rows": rows}, handle, indent=2)
+            table = markdown(rows, plan)
+            with open(os.path.join(staging, "sensitivity.md"), "w", encoding="utf-8") as handle:
+                handle.write(table)
+            plot(rows, os.path.join(staging, "sensitivity.png"))
+    except MochaError as exc:
+        sys.exit(f"sensitivity: {exc}")
+    print(table, end="")
+
+
+if __name__ == "__main__":
+    main()
