@@ -109,7 +109,7 @@ class TiledEngine:
 
     def __init__(self, backend: Any) -> None:
         self.kernels = backend.kernels
-        self.kernels.module("gemm.cu")  # compile now, never inside a capture
+        self.kernels.compile("gemm.cu")  # now, never inside a capture
 
     def __call__(
         self, a: Any, b: Any, out: Any, m: int, n: int, k: int, trans_a: bool, trans_b: bool

@@ -9,7 +9,9 @@ buffer only when they change, always outside a capture.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -74,10 +76,16 @@ class SolverPlan:
         """An update was queued: once it runs the device's t is `solver.iteration`."""
         self._device_t = solver.iteration
 
-    def forget(self) -> None:
-        """After a stream capture nothing ran: the next sync rewrites the device state."""
-        self._device_t = None
-        self._device_hyper = None
+    @contextlib.contextmanager
+    def capturing(self) -> Iterator[None]:
+        """Around a stream capture, which runs nothing: what the host knows of the device is what
+        it knew before, whether the capture succeeds or fails. Sync before it, so that the update
+        recorded inside finds nothing to write (a host copy there would invalidate the capture)."""
+        known = (self._device_t, self._device_hyper)
+        try:
+            yield
+        finally:
+            self._device_t, self._device_hyper = known
 
 
 class Workspace:
@@ -136,11 +144,16 @@ class KernelLibrary:
             self._functions[name] = self.module(file_name).get_function(name)
         return self._functions[name]
 
+    def compile(self, file_name: str) -> None:
+        """Compile and load every kernel of one file now: CuPy compiles at the first
+        `get_function`, and loading a module inside a stream capture invalidates the capture."""
+        for expression in KERNELS[file_name]:
+            self.function(file_name, expression)
+
     def compile_all(self) -> None:
         """Compile every kernel file now, so that no compilation happens during a capture."""
-        for file_name, expressions in KERNELS.items():
-            for expression in expressions:
-                self.function(file_name, expression)
+        for file_name in KERNELS:
+            self.compile(file_name)
 
     def _launch(
         self, file_name: str, expression: str, grid: tuple[int, ...], block: tuple[int, ...],

@@ -107,7 +107,6 @@ class StepRunner:
             if self._capture_pending and self._steps_run > 0:  # the first step warms up
                 self._capture_pending = False
                 self._capture()
-                plan.sync(solver)
             if self.graph is not None:
                 self.graph.launch()
                 plan.launched(solver)
@@ -125,21 +124,29 @@ class StepRunner:
 
     # -- capture ---------------------------------------------------------------------------------
     def _capture(self) -> None:
-        """Capture `_device_step` into a graph, trying each allowed GEMM engine in turn."""
+        """Capture `_device_step` into a graph, trying each allowed GEMM engine in turn.
+
+        Every kernel is compiled first (a module load inside a capture invalidates it). The
+        backend's own engine is restored afterwards: the graph keeps the engine it recorded, and
+        other nets on the backend (evaluation) go on with the one they were using.
+        """
+        self.kernels.compile_all()
+        plan = self.kernels.solver_plan(self.solver)
+        eager_engine = self.backend.gemm_engine.name
         reasons = []
-        fallback = self.backend.gemm_engine.name
-        for name in self.backend.capture_candidates():
-            try:
-                self.backend.use_gemm(name)
-                self.graph = self._record()
-            except Exception as error:
-                reasons.append(f"{name}: {first_line(error)}")
-                continue
-            finally:
-                self.kernels.solver_plan(self.solver).forget()
-            self.mode, self.gemm, self.note = "graph", name, ""
-            return
-        self.backend.use_gemm(fallback)
+        try:
+            for name in self.backend.capture_candidates():
+                try:
+                    self.backend.use_gemm(name)
+                    with plan.capturing():
+                        self.graph = self._record()
+                except Exception as error:
+                    reasons.append(f"{name}: {first_line(error)}")
+                    continue
+                self.mode, self.gemm, self.note = "graph", name, ""
+                return
+        finally:
+            self.backend.use_gemm(eager_engine)
         self.note = "CUDA graph capture failed (" + "; ".join(reasons) + ")"
         warnings.warn(f"{self.note}; training steps run eagerly", RuntimeWarning, stacklevel=3)
 
