@@ -14,6 +14,7 @@ from importlib.metadata import entry_points
 
 from mochapy.errors import DataError
 from mochapy.limits import read_text_bounded
+from mochapy.sharded import open_sharded
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 _SCHEMES: dict[str, Callable[[str], str]] = {}
@@ -59,6 +60,9 @@ def resolve_source(source: str, where: str, base_dir: str = ".",
         raise DataError(f"{where}: data source {source!r} not found ({path})")
     if path.lower().endswith(HDF5_SUFFIXES):
         return [path]
+    if os.path.isdir(path):  # a sharded data set: its shards, in row order
+        manifest = open_sharded(path)
+        return [manifest.path(shard) for shard in manifest.shards]
     real = os.path.realpath(path)
     if real in chain:
         raise DataError(f"{where}: source list {path} names itself (through {len(chain)} list(s))")

@@ -12,6 +12,8 @@ from mochapy.errors import DataError
 from mochapy.layers.base import Layer, LayerConfig, register_layer
 from mochapy.layers.batching import BatchOrder
 from mochapy.limits import check_array, check_hdf5_node
+from mochapy.sharded import open_sharded, sharded_directory
+from mochapy.streaming import StreamingBatches, plan_chunks
 
 
 @register_layer
@@ -22,6 +24,10 @@ class HDF5DataConfig(LayerConfig):
     shuffle: bool = False
     limit: int = 0  # 0: every row; else the first `limit` rows (quick runs, smoke tests)
     base_dir: str = "."  # where relative sources are looked up (set to the YAML file's folder)
+    # A sharded directory is streamed, never loaded whole: rows are read `chunk_rows` at a time
+    # and shuffled within windows of `window_chunks` chunks (mochapy.streaming).
+    chunk_rows: int = 1024
+    window_chunks: int = 8
 
     type_name = "HDF5Data"
     is_source = True
@@ -33,6 +39,8 @@ class HDF5DataConfig(LayerConfig):
         self.require(bool(self.source), "source", "must name an HDF5 file or a source list")
         self.require(self.batch_size > 0, "batch_size", "must be a positive integer")
         self.require(self.limit >= 0, "limit", "must be >= 0")
+        self.require(self.chunk_rows > 0, "chunk_rows", "must be a positive integer")
+        self.require(self.window_chunks > 0, "window_chunks", "must be a positive integer")
 
 
 def read_rows(path: str, dataset: str, limit: int, where: str) -> np.ndarray:
@@ -70,6 +78,11 @@ class HDF5DataLayer(Layer):
 
     def setup(self) -> None:
         cfg = self.config
+        self.stream = None
+        directory = sharded_directory(cfg.source, cfg.base_dir)
+        if directory is not None:
+            self._setup_streaming(directory)
+            return
         files = resolve_source(cfg.source, cfg.where, cfg.base_dir)
         self.arrays = []
         for name in cfg.tops:
@@ -102,10 +115,37 @@ class HDF5DataLayer(Layer):
         for name, array in zip(cfg.tops, self.arrays, strict=False):
             self.make_top(name, (cfg.batch_size, *array.shape[1:]))
 
+    def _setup_streaming(self, directory: str) -> None:
+        """Serve batches from a sharded directory through a prefetching StreamingBatches."""
+        cfg = self.config
+        manifest = open_sharded(directory)
+        missing = [name for name in cfg.tops if name not in manifest.datasets]
+        if missing:
+            raise DataError(f"{cfg.where}: sharded data set {directory} has no dataset "
+                            f"{missing[0]!r} (has {sorted(manifest.datasets)})")
+        files = [(manifest.path(shard), shard.rows) for shard in manifest.shards]
+        chunks = plan_chunks(files, cfg.chunk_rows, cfg.limit)
+        self.stream = StreamingBatches(chunks, list(cfg.tops), cfg.batch_size, cfg.shuffle,
+                                       self.ctx.rng(cfg.name), cfg.window_chunks,
+                                       self.backend.dtype, cfg.where)
+        self.n_rows = self.stream.n_rows
+        if self.n_rows < cfg.batch_size:
+            raise DataError(f"{cfg.where}: batch_size {cfg.batch_size} is larger than the data "
+                            f"({self.n_rows} rows in {cfg.source}); lower batch_size")
+        self.order = self.stream
+        self.host_batches = [np.empty((cfg.batch_size, *shape), self.backend.dtype)
+                             for shape in self.stream.row_shapes]
+        for name, shape in zip(cfg.tops, self.stream.row_shapes, strict=True):
+            self.make_top(name, (cfg.batch_size, *shape))
+
     def forward(self) -> None:
-        rows = self.order.next()
-        for array, host, top in zip(self.arrays, self.host_batches, self.tops, strict=False):
-            np.take(array, rows, axis=0, out=host)
+        if self.stream is not None:
+            self.stream.fill(self.host_batches)
+        else:
+            rows = self.order.next()
+            for array, host in zip(self.arrays, self.host_batches, strict=False):
+                np.take(array, rows, axis=0, out=host)
+        for host, top in zip(self.host_batches, self.tops, strict=False):
             self.backend.copy_from_host(top.data, host)
 
     @property
