@@ -475,6 +475,8 @@ def _map_paths(raw: dict, change: Callable[[str], str]) -> None:
     for layer in _layer_entries(raw):
         if "source" in layer:
             layer["source"] = mapped(layer["source"])
+        if layer.get("type") == "HDF5Output" and "filename" in layer:
+            layer["filename"] = mapped(layer["filename"])
     breaks = raw.get("coffee_breaks")
     validation = breaks.get("validation") if isinstance(breaks, dict) else None
     if isinstance(validation, dict) and "source" in validation:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from mochapy.errors import ConfigError
+from mochapy.limits import check_array
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ class ParamStore:
             return param
         if self.data is not None:
             raise ConfigError(f"{where}: parameter {key!r} is not in the shared store")
+        check_array(shape, self.backend.dtype.itemsize, f"{where}: parameter {key!r}")
         param = Param(key, shape, spec)
         self.params[key] = param
         return param
@@ -168,6 +170,8 @@ class ParamStore:
         """Lay out every declared parameter in one buffer and draw its initial values."""
         if self.data is not None:
             return
+        # values, gradients and the host copy they start from
+        check_array((self.size,), self.backend.dtype.itemsize, "the net's parameters", 3)
         host = np.empty(self.size, dtype=self.backend.dtype)
         offset = 0
         for param in self.params.values():

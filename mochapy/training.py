@@ -364,7 +364,7 @@ class Trainer:
                     loss = net.loss()
                     iteration = solver.iteration + 1
                     if not math.isfinite(loss) or not net.gradients_finite():
-                        raise self._divergence(f"at iteration {iteration}")
+                        raise self._divergence(f"at iteration {iteration}", loss)
                     self._loss_sum += loss
                     self._loss_count += 1
                     solver.update()
@@ -402,18 +402,37 @@ class Trainer:
         if not math.isfinite(total) or not self.backend.all_finite(self.net.params.data):
             raise self._divergence(
                 f"between iterations {iteration - count + 1} and {iteration} "
-                "(the GPU checks at coffee breaks)"
+                "(the GPU checks at coffee breaks)", total
             )
         self._loss_sum += total
         self._loss_count += count
         return total / count
 
-    def _divergence(self, when: str) -> DivergenceError:
-        """The error for NaN/Inf found `when`: where it first appears and which snapshot is kept."""
-        where = self.net.first_nonfinite() or "the loss"
+    def _divergence(self, when: str, loss: float) -> DivergenceError:
+        """The error for NaN/Inf found `when`: what first went non-finite (a layer's output or
+        loss, a gradient, the summed loss, a parameter, or only the gradient's norm) and which
+        snapshot is kept."""
         return DivergenceError(
-            f"training diverged {when}: NaN/Inf first in {where}; {self._kept_snapshot()}"
+            f"training diverged {when}: {self._first_nonfinite(loss)}; {self._kept_snapshot()}"
         )
+
+    def _first_nonfinite(self, loss: float) -> str:
+        where = self.net.first_nonfinite()
+        if where is not None:
+            return f"NaN/Inf first in {where}"
+        if not math.isfinite(loss):
+            return "NaN/Inf first in the summed loss (every layer's loss is finite: their sum " \
+                   "overflows)"
+        finite = self.backend.all_finite
+        for key, param in self.net.params.params.items():
+            if not finite(param.data):
+                return f"NaN/Inf first in parameter {key!r}"
+        largest = max(self.net.params.params.items(),
+                      key=lambda item: float(np.abs(self.backend.to_host(item[1].grad)).max()))
+        value = float(np.abs(self.backend.to_host(largest[1].grad)).max())
+        return (f"every loss, gradient and parameter is finite, but the squared gradient norm "
+                f"overflows {self.backend.dtype.name} (largest gradient {value:.3g}, in "
+                f"{largest[0]!r})")
 
     def _kept_snapshot(self) -> str:
         kept = list_snapshots(self.snapshot_dir)

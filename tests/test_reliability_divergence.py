@@ -99,11 +99,12 @@ def test_nan_only_in_a_gradient_stops_with_the_iteration_and_the_layer(tmp_path:
 def test_an_update_that_makes_parameters_inf_never_replaces_a_good_snapshot(
     tiny_example: Path, tmp_path: Path
 ) -> None:
-    """From iteration 12 on, the lr jumps to 1e298: the forward and backward pass of iteration
-    12 are finite, its update is not, and a snapshot is due right then."""
+    """At iteration 12 the lr jumps to 1e296 (a staged warm-up gone wrong): the forward and
+    backward pass of iteration 12 are finite, its update is not, and a snapshot is due then."""
     raw = yaml.safe_load(tiny_example.read_text())
     raw["solver"] = {"method": "sgd", "base_lr": 0.01, "max_iter": 30, "lr_policy": {
-        "type": "staged", "stages": [[11, "fixed"], [30, {"type": "exp", "gamma": 1e298}]]}}
+        "type": "staged",
+        "stages": [[11, "fixed"], [13, {"type": "exp", "gamma": 1e298}], [30, "fixed"]]}}
     raw["coffee_breaks"] = {"training_summary": {"every": 1}, "snapshot": {"every": 1, "keep": 3}}
     net = tiny_example.with_name("exploding.yaml")
     net.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -120,3 +121,33 @@ def test_an_update_that_makes_parameters_inf_never_replaces_a_good_snapshot(
     assert snapshot_hashes(run) == hashes  # nothing written over, nothing added, no temp file
     for path in list_snapshots(str(run / "snapshots")):
         assert all(np.isfinite(v).all() for v in read_snapshot(path).params.values())
+
+
+def test_an_overflowing_gradient_norm_is_named_as_such_not_as_a_nan_in_the_loss(
+    tmp_path: Path,
+) -> None:
+    """Targets of 4e18 and inputs of 1e4: the loss (~1e37) and every gradient (~1e22) are
+    finite float32 numbers, but the squared gradient norm the step checks is not."""
+    with h5py.File(tmp_path / "train.h5", "w") as handle:
+        handle["x"] = np.full((8, 8), 1e4, dtype=np.float32)
+        handle["y"] = np.full((8, 1), 4e18, dtype=np.float32)
+    raw = {
+        "name": "huge", "seed": 0,
+        "layers": [
+            {"type": "HDF5Data", "name": "data", "source": "train.h5", "batch_size": BATCH,
+             "tops": ["x", "y"]},
+            {"type": "InnerProduct", "name": "hidden", "bottoms": ["x"], "tops": ["h"],
+             "output_dim": 16},
+            {"type": "InnerProduct", "name": "out", "bottoms": ["h"], "tops": ["pred"],
+             "output_dim": 1},
+            {"type": "SquareLoss", "name": "loss", "bottoms": ["pred", "y"]},
+        ],
+        "solver": {"method": "sgd", "base_lr": 0.01, "max_iter": 5},
+    }
+    net = tmp_path / "huge.yaml"
+    net.write_text(yaml.safe_dump(raw, sort_keys=False))
+    line = error_line(mochapy_run(net, tmp_path))
+    assert line.startswith("error: training diverged at iteration 1: every loss, gradient and "
+                           "parameter is finite, but the squared gradient norm overflows "
+                           "float32 (largest gradient ")
+    assert "NaN/Inf first in the loss" not in line and line.endswith("no snapshot yet")

@@ -19,6 +19,7 @@ import numpy as np
 
 from mochapy.blob import Blob
 from mochapy.errors import ConfigError
+from mochapy.limits import check_array
 from mochapy.neurons import Neuron, make_neuron
 from mochapy.params import (
     Constraint,
@@ -219,6 +220,8 @@ class Layer:
 
     # -- helpers for subclasses ---------------------------------------------------------------
     def make_top(self, name: str, shape: tuple[int, ...]) -> Blob:
+        # data and gradient: a size from the YAML is refused before it exhausts the memory
+        check_array(shape, self.backend.dtype.itemsize, f"{self.config.where}: blob {name!r}", 2)
         blob = Blob(name, self.backend.zeros(shape))
         self.tops.append(blob)
         return blob

@@ -68,7 +68,9 @@ class MomPolicy:
 NUMBER_FIELDS = {"gamma": float, "stepsize": int, "power": float, "max_mom": float}
 
 
-def _parse(cls: type, spec: Any, where: str) -> Any:
+def _parse(cls: type, spec: Any, where: str, span: int | None = None) -> Any:
+    """A policy from YAML; `span`: how many iterations it runs for (a stage of a staged
+    policy), None when unbounded."""
     if spec is None:
         return cls()
     if isinstance(spec, str):
@@ -90,17 +92,54 @@ def _parse(cls: type, spec: Any, where: str) -> Any:
         values[key] = NUMBER_FIELDS[key](raw)
     if values.get("stepsize", 1) <= 0:
         raise ConfigError(f"{where}.stepsize: must be a positive integer")
+    _check_sense(cls, kind, values, where, span)
     if kind == "staged":
         stages = spec.get("stages")
         if not isinstance(stages, list) or not stages:
             raise ConfigError(f"{where}.stages: expected a list of [until_iter, policy] pairs")
-        parsed = []
+        parsed: list[tuple[int, LRPolicy]] = []
         for i, stage in enumerate(stages):
             if not (isinstance(stage, list) and len(stage) == 2 and isinstance(stage[0], int)):
                 raise ConfigError(f"{where}.stages[{i}]: expected [until_iter, policy]")
-            parsed.append((stage[0], _parse(LRPolicy, stage[1], f"{where}.stages[{i}]")))
+            if stage[0] <= (parsed[-1][0] if parsed else 0):
+                raise ConfigError(f"{where}.stages[{i}]: until_iter {stage[0]} must be positive "
+                                  "and larger than the stage before's")
+            last = i == len(stages) - 1  # it runs on for every iteration past its end
+            span = None if last else stage[0] - (parsed[-1][0] if parsed else 0)
+            parsed.append((stage[0], _parse(LRPolicy, stage[1], f"{where}.stages[{i}]", span)))
         values["stages"] = parsed
     return cls(**values)
+
+
+def _check_sense(cls: type, kind: str, values: dict[str, Any], where: str,
+                 span: int | None) -> None:
+    """Refuse parameters that make a policy meaningless: a learning rate that grows without
+    bound or overflows (growth is allowed only for a stage of a staged policy, while it stays
+    finite: a warm-up), changes sign or becomes complex; a momentum of 1 or more."""
+    gamma, power = values.get("gamma", 1.0), values.get("power", 1.0)
+    if cls is LRPolicy and kind in ("step", "exp", "decay_on_validation"):
+        if gamma <= 0:
+            raise ConfigError(f"{where}.gamma: must be positive for the {kind} policy (the "
+                              f"factor the learning rate is multiplied by), got {gamma}")
+        if gamma > 1 and (span is None or kind == "decay_on_validation"):
+            raise ConfigError(f"{where}.gamma: {gamma} > 1 makes the learning rate grow without "
+                              "bound; use it only in a stage of a staged policy")
+        steps = (span - 1) // (values.get("stepsize", 1) if kind == "step" else 1) if span else 0
+        try:
+            math.pow(gamma, steps)
+        except OverflowError:
+            raise ConfigError(f"{where}.gamma: the learning rate overflows within the stage "
+                              f"({gamma}^{steps})") from None
+    if cls is LRPolicy and kind == "inv" and (gamma < 0 or power < 0):
+        raise ConfigError(f"{where}: the inv policy needs gamma >= 0 and power >= 0 (else the "
+                          f"learning rate grows or turns negative), got gamma {gamma}, "
+                          f"power {power}")
+    if cls is MomPolicy:
+        if not 0 <= values.get("max_mom", 0.99) < 1:
+            raise ConfigError(f"{where}.max_mom: must be in [0, 1)")
+        if kind == "step" and gamma <= 0 or kind == "linear" and gamma < 0:
+            raise ConfigError(f"{where}.gamma: must be positive for the {kind} policy, "
+                              f"got {gamma}")
 
 
 def parse_lr_policy(spec: Any, where: str) -> LRPolicy:
