@@ -1,9 +1,11 @@
 """Every kernel file compiles for Ampere and Hopper, and the GPU backend's plain-Python side (kernel
 table, include expansion, launch geometry, split-K plan, cuBLAS argument mapping, solver segment
-table) is right. Needs no GPU; the compile tests need nvcc and skip cleanly without it."""
+table) is right. Needs no GPU; the compile tests need nvcc, or NVRTC from PyPI (the `nvrtc` extra:
+nvidia-cuda-nvrtc-cu12, the compiler CuPy itself calls), and skip cleanly without them."""
 
 from __future__ import annotations
 
+import ctypes
 import math
 import re
 import shutil
@@ -124,6 +126,75 @@ def test_kernel_file_compiles_for_ampere_and_hopper(file_name: str, tmp_path: Pa
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr[-4000:]
+
+
+def _load_nvrtc() -> ctypes.CDLL | None:
+    """libnvrtc from the nvidia-cuda-nvrtc wheel, if installed."""
+    try:
+        import nvidia.cuda_nvrtc
+    except ImportError:
+        return None
+    for folder in nvidia.cuda_nvrtc.__path__:
+        for library in sorted((Path(folder) / "lib").glob("libnvrtc.so.*")):
+            return ctypes.CDLL(str(library))
+    return None
+
+
+NVRTC = _load_nvrtc()
+
+
+def nvrtc_compile(source: str, name: str, options: list[str], expressions: list[str]
+                  ) -> tuple[int, str, dict[str, str]]:
+    """(status, log, lowered name of each expression), as CuPy's RawModule compiles a module."""
+    program = ctypes.c_void_p()
+    assert NVRTC.nvrtcCreateProgram(ctypes.byref(program), source.encode(), name.encode(), 0,
+                                    None, None) == 0
+    try:
+        for expression in expressions:
+            assert NVRTC.nvrtcAddNameExpression(program, expression.encode()) == 0
+        encoded = (ctypes.c_char_p * len(options))(*[option.encode() for option in options])
+        status = NVRTC.nvrtcCompileProgram(program, len(options), encoded)
+        size = ctypes.c_size_t()
+        NVRTC.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value + 1)
+        NVRTC.nvrtcGetProgramLog(program, log)
+        lowered = {}
+        for expression in expressions if status == 0 else ():
+            name_out = ctypes.c_char_p()
+            NVRTC.nvrtcGetLoweredName(program, expression.encode(), ctypes.byref(name_out))
+            lowered[expression] = (name_out.value or b"").decode()
+        return status, log.value.decode(errors="replace"), lowered
+    finally:
+        NVRTC.nvrtcDestroyProgram(ctypes.byref(program))
+
+
+needs_nvrtc = pytest.mark.skipif(
+    NVRTC is None, reason="NVRTC is not installed (pip install -e '.[nvrtc]')"
+)
+
+
+@needs_nvrtc
+@pytest.mark.parametrize("file_name", sorted(KERNELS))
+def test_kernel_file_compiles_with_nvrtc_as_cupy_compiles_it(file_name: str):
+    """The source the backend hands RawModule, its options and name expressions, through NVRTC
+    for both architectures: no error, no warning, a lowered name for every kernel."""
+    expressions = name_expressions(file_name, "float32") + name_expressions(file_name, "float64")
+    source = expand_includes(KERNEL_DIR / file_name)
+    for arch in ARCHES:
+        options = [*gpu_launch.COMPILE_OPTIONS, f"--gpu-architecture={arch}"]
+        status, log, lowered = nvrtc_compile(source, file_name, options, expressions)
+        assert status == 0, f"{file_name} for {arch}:\n{log[-4000:]}"
+        assert "warning" not in log, f"{file_name} for {arch}:\n{log[-4000:]}"
+        assert all(name.startswith("_Z") for name in lowered.values()), lowered
+
+
+@needs_nvrtc
+def test_nvrtc_check_reports_a_broken_kernel():
+    status, log, _ = nvrtc_compile(
+        "template <typename T> __global__ void k(T* x) { x[0] = undeclared; }", "broken.cu",
+        ["--gpu-architecture=sm_90"], ["k<float>"],
+    )
+    assert status != 0 and "undeclared" in log
 
 
 # -- launch geometry -------------------------------------------------------------------------------
