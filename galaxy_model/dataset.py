@@ -79,6 +79,24 @@ class GalaxyDataset:
         )
 
 
+def concatenate(parts: list[GalaxyDataset]) -> GalaxyDataset:
+    """The rows of `parts` in order, as one dataset; the first part's attributes describe the
+    whole. ivar is kept only if every part has it; a part without a mask has no bad pixel."""
+    def joined(name: str) -> np.ndarray | None:
+        arrays = [getattr(part, name) for part in parts]
+        return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
+    mask = None
+    if any(part.mask is not None for part in parts):
+        mask = np.concatenate([np.zeros(part.data.shape, np.uint8) if part.mask is None
+                               else part.mask for part in parts])
+    return GalaxyDataset(
+        data=joined("data"), scale=joined("scale"), offset=joined("offset"),
+        provenance=[item for part in parts for item in part.provenance],
+        ivar=joined("ivar"), mask=mask, attrs=dict(parts[0].attrs),
+    )
+
+
 def _attribute_value(value: Any) -> Any:
     """HDF5 attributes hold numbers, strings and arrays; anything else is stored as text."""
     if isinstance(value, (str, int, float, bool, np.generic, np.ndarray)):
@@ -138,13 +156,19 @@ def _read_optional(f: h5py.File, name: str, rows: slice, shape: tuple[int, ...],
     return f[name][rows]
 
 
-def read_dataset(path: str | os.PathLike, limit: int | None = None) -> GalaxyDataset:
-    """Read a dataset file (the first `limit` images when given); DataError names what is wrong.
+def read_dataset(path: str | os.PathLike, limit: int | None = None,
+                 start: int = 0) -> GalaxyDataset:
+    """Read a dataset file or sharded directory (`limit` images from row `start` when given);
+    DataError names what is wrong.
 
     Files that hold only `data` (e.g. made by other tools) are accepted: scale defaults to 1,
     offset to 0 and provenance to "<file> row I".
     """
     path = Path(path)
+    if path.is_dir():
+        from galaxy_model.shards import read_sharded
+
+        return read_sharded(path, limit)
     if not path.is_file():
         raise DataError(f"{path}: no such dataset file")
     try:
@@ -160,10 +184,11 @@ def read_dataset(path: str | os.PathLike, limit: int | None = None) -> GalaxyDat
                 raise DataError(
                     f"{path}: `data` must have shape (N, C, S, S) with C in {{1, 3}}, got {shape}"
                 )
-            count = shape[0] if limit is None else min(shape[0], max(int(limit), 0))
+            available = max(shape[0] - start, 0)
+            count = available if limit is None else min(available, max(int(limit), 0))
             if count == 0:
-                raise DataError(f"{path}: `data` holds no images (N = 0)")
-            rows = slice(0, count)
+                raise DataError(f"{path}: `data` holds no images (N = 0) from row {start}")
+            rows = slice(start, start + count)
             data = f["data"][rows].astype(np.float32, copy=False)
             if not np.isfinite(data).all():
                 bad = int(np.flatnonzero(~np.isfinite(data).reshape(count, -1).all(axis=1))[0])
@@ -176,7 +201,7 @@ def read_dataset(path: str | os.PathLike, limit: int | None = None) -> GalaxyDat
                 scale=np.ones(count, np.float32) if scale is None else scale,
                 offset=np.zeros((count, shape[1]), np.float32) if offset is None else offset,
                 provenance=(
-                    [f"{path.name} row {i}" for i in range(count)]
+                    [f"{path.name} row {i}" for i in range(start, start + count)]
                     if provenance is None
                     else [p.decode("utf-8") if isinstance(p, bytes) else str(p) for p in provenance]
                 ),

@@ -35,13 +35,21 @@ class Evaluation:
 
 
 def estimate_elbo(
-    model: GalaxyVAE, x: np.ndarray, z_mu: np.ndarray, z_sd: np.ndarray, samples: int, seed: int
+    model: GalaxyVAE, x: np.ndarray, z_mu: np.ndarray, z_sd: np.ndarray, samples: int, seed: int,
+    first_row: int = 0,
 ) -> np.ndarray:
-    """Per-image ELBO in nats: the mean over `samples` draws z ~ q(z|x) of log p(x|z), minus KL."""
-    rng = np.random.default_rng(seed)
+    """Per-image ELBO in nats: the mean over `samples` draws z ~ q(z|x) of log p(x|z), minus KL.
+
+    Image i's draws come from its own generator, seeded by (seed, first_row + i): an image's
+    ELBO does not depend on which other images share its call, so a data set evaluated shard by
+    shard (first_row: the shard's first global row) gives the one-process answer exactly."""
+    noise = np.stack([
+        np.random.default_rng([seed, first_row + i]).standard_normal((samples, z_mu.shape[1]))
+        for i in range(len(x))
+    ], axis=1).astype(np.float32)  # (samples, N, latent)
     recon = np.zeros(len(x))
-    for _ in range(samples):
-        z = z_mu + z_sd * rng.standard_normal(z_mu.shape).astype(np.float32)
+    for draw in noise:
+        z = z_mu + z_sd * draw
         decoded = model.decode(z)
         recon += metrics.diag_gaussian_loglik(x, decoded.mean, decoded.sd)
     kl = metrics.kl_diag_gaussian_to_standard(z_mu, z_sd)
@@ -80,8 +88,12 @@ def evaluate(
     elbo_samples: int = 4,
     seed: int = 0,
     label: str = "",
+    first_row: int = 0,
 ) -> Evaluation:
-    """Fit the baseline to every image and compare it with the model; see the module docstring."""
+    """Fit the baseline to every image and compare it with the model; see the module docstring.
+
+    first_row: the global index of the dataset's first image when it is one shard of a larger
+    data set (it seeds the per-image ELBO draws)."""
     x = model.check_images(dataset.data, label or "data")
     z_mu, z_sd = model.encode(x)
     recon = model.decode(z_mu)
@@ -90,16 +102,27 @@ def evaluate(
     mse_baseline = metrics.per_image_mse(x, baseline)
     mse_win = metrics.mse_win(x, recon.mean, baseline)
     likelihood_win = metrics.likelihood_win(x, recon.mean, recon.sd, baseline)
-    elbo = estimate_elbo(model, x, z_mu, z_sd, elbo_samples, seed)
-    summary = metrics.summarise(
-        mse_win=mse_win,
-        likelihood_win=likelihood_win,
-        elbo=elbo,
-        n_pixels=int(np.prod(x.shape[1:])),
-        mse_model=mse_model,
-        mse_baseline=mse_baseline,
-    )
+    elbo = estimate_elbo(model, x, z_mu, z_sd, elbo_samples, seed, first_row)
+    records = {"mse_model": mse_model, "mse_baseline": mse_baseline, "mse_win": mse_win,
+               "likelihood_win": likelihood_win, "elbo": elbo}
+    summary = summarise_records(records, int(np.prod(x.shape[1:])), label)
+    return Evaluation(summary, recon.mean, recon.sd, baseline, latent_mean=z_mu, latent_sd=z_sd,
+                      **records)
+
+
+RECORD_FIELDS = ("mse_model", "mse_baseline", "mse_win", "likelihood_win", "elbo")
+
+
+def image_records(evaluation: Evaluation) -> dict[str, np.ndarray]:
+    """The per-image results (all (N,)) that a summary is made of: what each shard of a
+    shard-parallel evaluation sends back, to be concatenated in row order and summarised."""
+    return {name: getattr(evaluation, name) for name in RECORD_FIELDS}
+
+
+def summarise_records(records: dict[str, np.ndarray], n_pixels: int, label: str) -> dict:
+    """The evaluate JSON from per-image records: the same for one process or many shards."""
+    summary = metrics.summarise(n_pixels=n_pixels, **records)
     summary["data"] = label
-    summary["by_baseline_misfit"] = wins_by_baseline_misfit(mse_baseline, mse_win, likelihood_win)
-    return Evaluation(summary, recon.mean, recon.sd, baseline, mse_model, mse_baseline,
-                      mse_win, likelihood_win, elbo, z_mu, z_sd)
+    summary["by_baseline_misfit"] = wins_by_baseline_misfit(
+        records["mse_baseline"], records["mse_win"], records["likelihood_win"])
+    return summary

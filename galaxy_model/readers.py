@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mochapy.errors import DataError
+from mochapy.limits import check_array, check_hdf5_links, check_hdf5_node
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -171,9 +172,36 @@ def read_fits(path: str) -> RawImage:
     return finite_image(cube, provenance, extra_mask=mask, ivar=ivar)
 
 
+def max_image_pixels() -> int:
+    """The most pixels one image may decompress to: GALAXY_MODEL_MAX_PIXELS, else Pillow's
+    decompression-bomb limit (about 89 million), which pictures already obey."""
+    from PIL import Image
+
+    value = os.environ.get("GALAXY_MODEL_MAX_PIXELS", "").strip()
+    try:
+        return int(float(value)) if value else int(Image.MAX_IMAGE_PIXELS or 2**62)
+    except ValueError:
+        raise DataError(f"GALAXY_MODEL_MAX_PIXELS={value!r} is not a number") from None
+
+
+def _check_fits_sizes(hdus, path: str) -> None:
+    """Every image HDU's size from its header (for a compressed one: the size it decompresses
+    to), against the pixel limit and the memory, before any data is read."""
+    limit = max_image_pixels()
+    for index, hdu in enumerate(hdus):
+        shape = tuple(int(n) for n in (hdu.shape or ())) if hdu.is_image else ()
+        pixels = int(np.prod(shape, dtype=object)) if shape else 0
+        if pixels > limit:
+            raise DataError(f"{path}: HDU {index} declares {pixels:,} pixels {shape}, more than "
+                            f"the {limit:,} an image may have (GALAXY_MODEL_MAX_PIXELS)")
+        if shape:
+            check_array(shape, 8, f"{path}: HDU {index}")  # read as float64 at most
+
+
 def _fits_contents(fits, path: str) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
     """The chosen image, the other image HDUs by EXTNAME, and the chosen HDU's index."""
-    with fits.open(path, memmap=False) as hdus:
+    with fits.open(path, memmap=False, lazy_load_hdus=False) as hdus:
+        _check_fits_sizes(hdus, path)
         index = _first_image_hdu(hdus)
         if index is None:
             raise DataError(f"{path}: no image HDU")
@@ -281,7 +309,9 @@ def read_hdf5(path: str) -> Iterator[RawImage]:
     except Exception as exc:  # h5py reports corrupt files as OSError or ValueError
         raise DataError(f"{path}: unreadable HDF5 file ({_reason(exc)})") from exc
     with handle:
+        check_hdf5_links(handle, path)
         images = _hdf5_images(handle, path)
+        check_hdf5_node(handle, images.name, path, 1)  # one row (an image) at a time
         layout = hdf5_layout(images.shape, f"{path}:{images.name}")
         companions = {
             name: handle[name]

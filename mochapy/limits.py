@@ -111,6 +111,27 @@ def external_hdf5_allowed() -> bool:
     return os.environ.get("MOCHAPY_ALLOW_EXTERNAL_HDF5", "") not in ("", "0")
 
 
+def check_hdf5_links(handle, where: str) -> None:
+    """Refuse a file with an external link anywhere in it (unless allowed), before any name in
+    it is looked up (looking one up would open the other file). `handle`: an open h5py.File."""
+    if external_hdf5_allowed():
+        return
+    found: list[tuple[str, object]] = []
+
+    def visit(name: str, link: object) -> object:
+        if type(link).__name__ == "ExternalLink":
+            found.append((name, link))
+            return True  # stop at the first
+        return None
+
+    handle.visititems_links(visit)
+    if found:
+        name, link = found[0]
+        raise LimitError(f"{where}: {handle.filename}:{name} is an external link to "
+                         f"{link.filename}:{link.path}; set MOCHAPY_ALLOW_EXTERNAL_HDF5=1 to "
+                         "follow it")
+
+
 def check_hdf5_node(handle, name: str, where: str, rows: int = 0):
     """`handle[name]`, refused if reaching it follows an external link, or its data lives in
     other files (external raw storage, a virtual dataset), unless allowed; and, for a dataset,
