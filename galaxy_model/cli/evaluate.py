@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import click
 
 from galaxy_model import metrics
 from galaxy_model.builtin import load
+from galaxy_model.cluster import cluster_options, dask_client, one_blas_thread, wants_cluster
 from galaxy_model.evaluation import evaluate
 from galaxy_model.model import GalaxyVAE
 from mochapy.atomic import write_text_atomically
@@ -18,17 +20,33 @@ from mochapy.outputs import claim_output, files_under
 @click.command("evaluate")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
               help="A run directory (from `mochapy run`, or results/galaxy_vae_full).")
-@click.option("--data", required=True, help="A dataset .h5 file or builtin:train|heldout|real.")
+@click.option("--data", required=True,
+              help="A dataset .h5 file, a sharded directory or builtin:train|heldout|real.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write the summary as JSON.")
 @click.option("--force", is_flag=True, help="Replace the --json file if it exists.")
+@cluster_options
 @one_line_errors
-def command(run_dir: str, data: str, json_out: str | None, force: bool) -> None:
-    """Fit the Gaussian baseline to every image and compare the VAE with it."""
+def command(run_dir: str, data: str, json_out: str | None, force: bool, scheduler: str | None,
+            scheduler_file: str | None, workers: int | None) -> None:
+    """Fit the Gaussian baseline to every image and compare the VAE with it.
+
+    Sharded DATA or a named cluster: one Dask task per shard, the summary reduced exactly (the
+    same numbers as in one process); with --json, a rerun reuses the shards already done."""
     if json_out:
         claim_output(json_out, [data, *files_under(run_dir)], force)
-    result = evaluate(GalaxyVAE.load(run_dir), load(data), label=data)
-    click.echo(metrics.markdown_table(result.summary, f"{run_dir} on {data}"))
+    parts_dir = f"{json_out}.parts" if json_out else None
+    if wants_cluster(data, scheduler, scheduler_file, workers):
+        from galaxy_model.survey import evaluate_survey, finish_evaluation
+
+        summary = evaluate_survey(partial(dask_client, scheduler, scheduler_file, workers),
+                                  run_dir, data, parts_dir)
+    else:
+        with one_blas_thread():
+            summary = evaluate(GalaxyVAE.load(run_dir), load(data), label=data).summary
+    click.echo(metrics.markdown_table(summary, f"{run_dir} on {data}"))
     if json_out:
-        write_text_atomically(json_out, json.dumps(result.summary, indent=2))
+        write_text_atomically(json_out, json.dumps(summary, indent=2))
         click.echo(f"wrote {json_out}")
+    if parts_dir and wants_cluster(data, scheduler, scheduler_file, workers):
+        finish_evaluation(parts_dir)
