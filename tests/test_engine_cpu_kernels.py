@@ -7,6 +7,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from mochapy.backends import CPUBackend, cpu_kernels
 from mochapy.errors import BackendError
@@ -218,3 +219,13 @@ def test_the_environment_switches_the_loops_off(monkeypatch) -> None:
         assert CPUBackend().kernels is None
     finally:
         cpu_kernels.load.cache_clear()
+
+
+def test_a_thread_count_applies_to_the_loops_and_to_blas(library, monkeypatch) -> None:
+    with threadpool_limits(limits=None, user_api="blas"):  # restores BLAS's count on exit
+        backend = CPUBackend(threads=1)
+        assert backend.kernels.threads == 1 and "1 thread)" in repr(backend)
+        assert {pool["num_threads"] for pool in threadpool_info()
+                if pool["user_api"] == "blas"} == {1}
+        monkeypatch.setenv("MOCHAPY_NUM_THREADS", "3")
+        assert CPUBackend().kernels.threads == 3

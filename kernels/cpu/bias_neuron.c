@@ -9,7 +9,6 @@
 // scalar expf would cost more than the matrix product before it.
 #include <math.h>
 #include <stdint.h>
-#include <string.h>
 
 enum NeuronCode { kIdentity = 0, kReLU = 1, kExponential = 2, kSigmoid = 3, kTanh = 4 };
 
@@ -21,7 +20,8 @@ static inline float exp_float(float x) {
     const float low = -103.972084045410f;   // exp below this rounds to 0
     float c = x > low ? x : low;  // NaN becomes low here and is restored at the end
     c = c < high ? c : high;
-    const float n = floorf(c * 1.44269504088896341f + 0.5f);
+    const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
+    const float n = (c * 1.44269504088896341f + shifter) - shifter;
     const float r = (c - n * 0.693359375f) + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -32,12 +32,9 @@ static inline float exp_float(float x) {
     p = p * (r * r) + r + 1.0f;
     const int32_t whole = (int32_t)n;
     const int32_t half = whole >> 1;
-    const int32_t bits_a = (half + 127) << 23;
-    const int32_t bits_b = (whole - half + 127) << 23;
-    float scale_a, scale_b;
-    memcpy(&scale_a, &bits_a, sizeof scale_a);
-    memcpy(&scale_b, &bits_b, sizeof scale_b);
-    float result = (p * scale_a) * scale_b;
+    const union { int32_t bits; float value; } scale_a = {(half + 127) << 23},
+                                                 scale_b = {(whole - half + 127) << 23};
+    float result = (p * scale_a.value) * scale_b.value;
     result = x < low ? 0.0f : result;
     result = x > high ? INFINITY : result;
     return x != x ? x : result;

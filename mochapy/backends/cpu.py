@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from mochapy.backends import cpu_kernels
 from mochapy.backends.base import Backend
@@ -15,16 +16,23 @@ class CPUBackend(Backend):
 
     compiled: use the compiled loops of kernels/cpu/ for the solver update, InnerProduct's bias and
     neuron and the Gaussian loss (None: where they build, else NumPy; True: they must build;
-    False: NumPy only).
+    False: NumPy only). threads: how many threads the compiled loops and BLAS use (default:
+    MOCHAPY_NUM_THREADS, else the BLAS's own setting, else the usable cores). Given, it is set
+    on BLAS for the whole process, which has one BLAS.
     """
 
     kind = "cpu"
     xp = np
 
-    def __init__(self, dtype: str = "float32", compiled: bool | None = None) -> None:
+    def __init__(self, dtype: str = "float32", compiled: bool | None = None,
+                 threads: int | None = None) -> None:
         super().__init__(dtype)
         self.kernels: CPUKernels | None = None
         self.loops = "NumPy loops"
+        chosen = threads or cpu_kernels.chosen_threads()
+        if chosen:
+            threadpool_limits(chosen, user_api="blas")
+        self.threads = chosen or cpu_kernels.default_threads()
         if compiled is not False:
             loaded = cpu_kernels.load()
             if isinstance(loaded, str):
@@ -32,6 +40,8 @@ class CPUBackend(Backend):
                     raise BackendError(f"the compiled CPU loops are not available: {loaded}")
                 self.loops = f"NumPy loops ({loaded})"
             else:
+                if loaded.threads != self.threads:
+                    loaded = CPUKernels(loaded.path, self.threads)
                 self.kernels = loaded
                 plural = "s" if loaded.threads > 1 else ""
                 self.loops = f"compiled loops, {loaded.threads} thread{plural}"

@@ -122,12 +122,24 @@ def build_library(folder: Path | None = None) -> Path:
     return library
 
 
+def _positive_count(name: str) -> int | None:
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def chosen_threads() -> int | None:
+    """MOCHAPY_NUM_THREADS, when set to a positive number: the user's count for the compiled
+    loops and BLAS alike (on a machine shared with other busy processes, fewer threads than cores
+    avoid waiting on a descheduled thread at every matrix product)."""
+    return _positive_count("MOCHAPY_NUM_THREADS")
+
+
 def default_threads() -> int:
     """MOCHAPY_NUM_THREADS, else the BLAS's OMP/OPENBLAS_NUM_THREADS, else the usable cores."""
     for name in ("MOCHAPY_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        value = os.environ.get(name, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
+        count = _positive_count(name)
+        if count:
+            return count
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
