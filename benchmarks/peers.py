@@ -26,7 +26,6 @@ import numpy as np
 IMAGE_PIXELS = 69 * 69
 HIDDEN = 128
 LATENT = 8
-EXPECTED_PARAMETERS = 1_874_114
 LEARNING_RATE = 1e-3
 BETA1 = 0.9
 BETA2 = 0.999
@@ -35,17 +34,27 @@ WEIGHT_DECAY = 1e-4
 SD_HEAD_BIAS = -1.0
 LOG_2PI = math.log(2.0 * math.pi)
 
-# (name, fan_in, fan_out, is_sd_head) for every InnerProduct layer, in forward order.
-LAYERS: tuple[tuple[str, int, int, bool], ...] = (
-    ("enc1", IMAGE_PIXELS, HIDDEN, False),
-    ("enc2", HIDDEN, HIDDEN, False),
-    ("z_mu", HIDDEN, LATENT, False),
-    ("z_sd", HIDDEN, LATENT, True),
-    ("dec1", LATENT, HIDDEN, False),
-    ("dec2", HIDDEN, HIDDEN, False),
-    ("x_mu", HIDDEN, IMAGE_PIXELS, False),
-    ("x_sd", HIDDEN, IMAGE_PIXELS, True),
-)
+
+
+def layer_shapes(pixels: int = IMAGE_PIXELS) -> tuple[tuple[str, int, int, bool], ...]:
+    """(name, fan_in, fan_out, is_sd_head) for every InnerProduct layer, in forward order, for
+    images of `pixels` values (69 x 69 x bands)."""
+    return (
+        ("enc1", pixels, HIDDEN, False),
+        ("enc2", HIDDEN, HIDDEN, False),
+        ("z_mu", HIDDEN, LATENT, False),
+        ("z_sd", HIDDEN, LATENT, True),
+        ("dec1", LATENT, HIDDEN, False),
+        ("dec2", HIDDEN, HIDDEN, False),
+        ("x_mu", HIDDEN, pixels, False),
+        ("x_sd", HIDDEN, pixels, True),
+    )
+
+
+def count_parameters(pixels: int = IMAGE_PIXELS) -> int:
+    """Weights and biases of the net for images of `pixels` values (1,874,114 for 69 x 69)."""
+    return sum((fan_in + 1) * fan_out for _, fan_in, fan_out, _ in layer_shapes(pixels))
+
 
 # Step counts that keep one measurement to a few seconds on 2 CPU cores, and long enough on a GPU
 # for launch overhead (not timer resolution) to dominate.
@@ -76,7 +85,7 @@ class Peer:
     peak_memory: Callable[[], int | None]
 
 
-def init_parameters(seed: int = 0) -> dict[str, np.ndarray]:
+def init_parameters(seed: int = 0, pixels: int = IMAGE_PIXELS) -> dict[str, np.ndarray]:
     """The shared initial weights in Mocha's layout: NAME.weight (fan_in, fan_out), NAME.bias.
 
     Xavier as Mocha defines it (uniform in ±sqrt(3 / fan_in)), biases 0; the sd heads start with
@@ -84,7 +93,7 @@ def init_parameters(seed: int = 0) -> dict[str, np.ndarray]:
     """
     rng = np.random.default_rng(seed)
     params: dict[str, np.ndarray] = {}
-    for name, fan_in, fan_out, is_sd_head in LAYERS:
+    for name, fan_in, fan_out, is_sd_head in layer_shapes(pixels):
         if is_sd_head:
             weight = np.zeros((fan_in, fan_out), dtype=np.float32)
             bias = np.full(fan_out, SD_HEAD_BIAS, dtype=np.float32)
@@ -97,10 +106,10 @@ def init_parameters(seed: int = 0) -> dict[str, np.ndarray]:
     return params
 
 
-def sample_images(batch: int, seed: int = 0) -> np.ndarray:
-    """A fixed batch of random positive flattened 69x69 images, shape (batch, 4761), float32."""
+def sample_images(batch: int, seed: int = 0, pixels: int = IMAGE_PIXELS) -> np.ndarray:
+    """A fixed batch of random positive flattened images, shape (batch, pixels), float32."""
     rng = np.random.default_rng(seed + 1)
-    return rng.uniform(0.01, 1.0, (batch, IMAGE_PIXELS)).astype(np.float32)
+    return rng.uniform(0.01, 1.0, (batch, pixels)).astype(np.float32)
 
 
 def reference_loss(
@@ -154,10 +163,10 @@ def _vae_losses(
     return recon, kl
 
 
-def _check_parameter_count(count: int, system: str) -> None:
-    if count != EXPECTED_PARAMETERS:
+def _check_parameter_count(count: int, system: str, pixels: int) -> None:
+    if count != count_parameters(pixels):
         raise RuntimeError(
-            f"{system} net has {count:,} parameters, expected {EXPECTED_PARAMETERS:,}"
+            f"{system} net has {count:,} parameters, expected {count_parameters(pixels):,}"
         )
 
 
@@ -192,6 +201,7 @@ def build_torch_peer(
     batch: int = 100,
     seed: int = 0,
     compile_mode: str | None = None,
+    pixels: int = IMAGE_PIXELS,
 ) -> Peer:
     """The PyTorch peer: nn.Linear layers, torch.optim.Adam, eps drawn on the device each step.
 
@@ -210,17 +220,17 @@ def build_torch_peer(
     layers = torch.nn.ModuleDict(
         {
             name: torch.nn.Linear(inputs, outputs, device=device)
-            for name, inputs, outputs, _ in LAYERS
+            for name, inputs, outputs, _ in layer_shapes(pixels)
         }
     )
     with torch.no_grad():
-        for name, value in init_parameters(seed).items():
+        for name, value in init_parameters(seed, pixels).items():
             layer_name, kind = name.split(".")
             tensor = torch.from_numpy(value.T.copy() if kind == "weight" else value)
             getattr(layers[layer_name], kind).copy_(tensor)
     parameter_count = sum(parameter.numel() for parameter in layers.parameters())
-    _check_parameter_count(parameter_count, "PyTorch")
-    images = torch.from_numpy(sample_images(batch, seed)).to(device)
+    _check_parameter_count(parameter_count, "PyTorch", pixels)
+    images = torch.from_numpy(sample_images(batch, seed, pixels)).to(device)
 
     def linear(name: str, h: Any) -> Any:
         return layers[name](h)
@@ -241,8 +251,8 @@ def build_torch_peer(
     )
     forward, update = loss_with_fresh_eps, optimizer.step
     mode = compile_mode or DEFAULT_COMPILE_MODE[device]
-    if compiled:
-        forward = torch.compile(forward, mode=mode)
+    if compiled:  # static shapes: a benchmark building several batch sizes compiles each anew
+        forward = torch.compile(forward, mode=mode, dynamic=False)
     if compiles_update:
         update = torch.compile(update, mode=mode)
     marks_graph_steps = compiled and device == "cuda" and mode in CUDA_GRAPH_MODES
@@ -285,7 +295,9 @@ def build_torch_peer(
     )
 
 
-def build_jax_peer(batch: int = 100, seed: int = 0, device: str | None = None) -> Peer:
+def build_jax_peer(
+    batch: int = 100, seed: int = 0, device: str | None = None, pixels: int = IMAGE_PIXELS
+) -> Peer:
     """The JAX peer: one jax.jit of value_and_grad plus a hand-written Adam, buffers donated.
 
     ``device`` None takes jax.devices()[0] (the GPU when there is one); 'cpu' or 'cuda' pick one.
@@ -299,10 +311,13 @@ def build_jax_peer(batch: int = 100, seed: int = 0, device: str | None = None) -
         )
     except RuntimeError as error:
         raise PeerUnavailable(f"JAX has no {device} device ({_first_line(error)})") from error
-    params = {name: jax.device_put(value, target) for name, value in init_parameters(seed).items()}
+    params = {
+        name: jax.device_put(value, target)
+        for name, value in init_parameters(seed, pixels).items()
+    }
     parameter_count = sum(int(value.size) for value in params.values())
-    _check_parameter_count(parameter_count, "JAX")
-    images = jax.device_put(sample_images(batch, seed), target)
+    _check_parameter_count(parameter_count, "JAX", pixels)
+    images = jax.device_put(sample_images(batch, seed, pixels), target)
 
     def linear_with(weights: dict[str, Any]) -> Callable[[str, Any], Any]:
         return lambda name, h: h @ weights[f"{name}.weight"] + weights[f"{name}.bias"]

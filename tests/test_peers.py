@@ -127,3 +127,62 @@ def test_cli_prints_one_timing_row_and_restores_torch_threads(
     assert row["peak_mem_bytes"] is None
     assert "1 threads" in row["note"]
     assert torch.get_num_threads() == threads
+
+
+def _load_benchmark(name: str) -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_three_band_net_widens_only_the_image_layers():
+    pixels = 3 * peers.IMAGE_PIXELS
+    shapes = {name: (fan_in, fan_out) for name, fan_in, fan_out, _ in peers.layer_shapes(pixels)}
+    assert shapes["enc1"] == (pixels, peers.HIDDEN) and shapes["x_sd"] == (peers.HIDDEN, pixels)
+    assert peers.count_parameters() == 1_874_114
+    assert peers.count_parameters(pixels) == 1_874_114 + 2 * 4761 * (3 * peers.HIDDEN + 2)
+    assert peers.init_parameters(pixels=pixels)["x_mu.weight"].shape == (peers.HIDDEN, pixels)
+
+
+def test_the_gemm_ceiling_counts_every_product_of_the_step_once():
+    bench = _load_benchmark("iters_per_sec")
+    weights = sum(i * o for _, i, o, _ in peers.layer_shapes())
+    # forward, weight gradient and input gradient of every layer but the first's input gradient
+    expected = 2 * BATCH * (3 * weights - peers.IMAGE_PIXELS * peers.HIDDEN)
+    assert bench.step_flops(BATCH, peers.IMAGE_PIXELS) == expected
+    assert len(bench.step_products(BATCH, peers.IMAGE_PIXELS)) == 3 * 8 - 1
+
+
+def test_benchmark_profiles_times_interleaved_and_renders_the_docs_table(tmp_path, capsys):
+    bench, tables = _load_benchmark("iters_per_sec"), _load_benchmark("speed_table")
+    result = tmp_path / "result.json"
+    argv = ["--backend", "cpu", "--systems", "mochapy", "gemm-ceiling", "--batch", "4",
+            "--repeats", "2", "--seconds", "0.02", "--threads", "1", "--profile",
+            "--json", str(result)]
+    assert bench.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "profile of one mochapy cpu" in printed and "GEMM ceiling" in printed
+    report = json.loads(result.read_text())
+    profile = report["profile"]
+    assert [r["layer"] for r in profile["layers"]][:3] == ["data", "eps", "enc1"]
+    assert profile["layers"][2]["gemm_ms"] > 0 and set(profile["phases"]) >= {"solver", "loss"}
+    assert sum(profile["phases"].values()) == pytest.approx(profile["step_ms"])
+    (comparison,) = report["comparisons"]
+    rows = {r["system"]: r for r in comparison["rows"]}
+    assert set(rows) == {"mochapy", "gemm-ceiling"}
+    assert len(rows["mochapy"]["rates"]) == 2 and rows["gemm-ceiling"]["of_gemm_ceiling"] == 1
+    assert rows["mochapy"]["lowest"] <= rows["mochapy"]["iters_per_sec"] <= rows["mochapy"][
+        "highest"]
+    with pytest.raises(SystemExit):  # an existing result is not replaced without --force
+        bench.parse_args(argv)
+
+    document = tmp_path / "speed.md"
+    document.write_text(f"# Speed\n{tables.START}\nold\n{tables.END}\nafter\n")
+    assert tables.main([str(result), "--update", str(document)]) == 0
+    text = document.read_text()
+    assert "old" not in text and text.endswith(f"{tables.END}\nafter\n")
+    assert "| **mochapy cpu** |" in text and "GEMM ceiling (" in text and "1 threads" in text

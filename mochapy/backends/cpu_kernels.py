@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import itertools
 import math
 import os
 import platform
@@ -35,6 +36,7 @@ PARALLEL_MIN = 1 << 16  # arrays shorter than this run on the calling thread onl
 LOSS_BLOCK = 4096  # elements per partial sum of a loss; fixed, so threads do not change totals
 ALIGN = LOSS_BLOCK  # thread boundaries fall on whole loss blocks
 COLUMN_ALIGN = 16  # a column split falls on whole 64-byte cache lines of float32
+PARTS_PER_THREAD = 4  # work is cut finer than the threads, for whichever thread runs first
 
 _POINTER = ctypes.c_void_p
 _I64 = ctypes.c_int64
@@ -167,20 +169,33 @@ class CPUKernels:
         return f"CPUKernels({self.path.name}, threads={self.threads})"
 
     def _parts(self, n: int, align: int, work: int) -> list[tuple[int, int]]:
-        """[first, stop) ranges of 0..n, one per thread (one only when `work` elements are
-        fewer than PARALLEL_MIN), each boundary a multiple of `align`."""
-        count = self.threads if work >= PARALLEL_MIN else 1
+        """[first, stop) ranges of 0..n, PARTS_PER_THREAD per thread (one only when `work`
+        elements are fewer than PARALLEL_MIN), each boundary a multiple of `align`."""
+        count = self.threads * PARTS_PER_THREAD if work >= PARALLEL_MIN else 1
         step = math.ceil(math.ceil(n / count) / align) * align
         return [(first, min(first + step, n)) for first in range(0, n, step)]
 
     def _in_parallel(self, call: Callable[[int, int], None], n: int, align: int = ALIGN,
                      work: int | None = None) -> None:
-        """call(first, stop) over the parts of range(n), the first part on this thread."""
+        """call(first, stop) over the parts of range(n): this thread and the pool's take the
+        next undone part until none is left, so a thread that the OS does not run for a while
+        (a busy machine) leaves its share to the others instead of holding up the step."""
         parts = self._parts(n, align, n if work is None else work)
-        pending = [self._pool.submit(call, *part) for part in parts[1:]] if self._pool else []
-        call(*parts[0])
-        for future in pending:
-            future.result()
+        if len(parts) == 1 or self._pool is None:
+            for part in parts:
+                call(*part)
+            return
+        taken = itertools.count()  # next() on it is atomic under the GIL
+
+        def drain() -> None:
+            while (index := next(taken)) < len(parts):
+                call(*parts[index])
+
+        helpers = [self._pool.submit(drain) for _ in range(self.threads - 1)]
+        drain()
+        for helper in helpers:
+            if not helper.cancel():  # a helper that never started has nothing to finish
+                helper.result()
 
     # -- InnerProduct's bias and neuron ------------------------------------------------------------
     def bias_neuron_forward(self, neuron: Any, pre: np.ndarray, bias: np.ndarray,

@@ -1,0 +1,102 @@
+"""Render a benchmarks/iters_per_sec.py JSON result as the Markdown speed tables of docs/speed.md.
+
+    python benchmarks/speed_table.py benchmarks/results/F.json                # print the tables
+    python benchmarks/speed_table.py benchmarks/results/F.json --update docs/speed.md
+
+--update replaces what lies between the file's `<!-- speed-table:start -->` and
+`<!-- speed-table:end -->` lines, so the document's numbers are always the committed JSON's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+START, END = "<!-- speed-table:start -->", "<!-- speed-table:end -->"
+
+
+def machine_line(report: dict[str, Any]) -> str:
+    """The machine as lscpu names it, the run's settings and the load around it."""
+    cpu = report["machine"]
+    lscpu = cpu.get("lscpu", {})
+    caches = ", ".join(f"{key} {lscpu[key]}" for key in ("L2 cache", "L3 cache") if key in lscpu)
+    virtual = f", {lscpu['Hypervisor vendor']} virtual machine" if "Hypervisor vendor" in lscpu \
+        else ""
+    settings = report["settings"]
+    loads = (report.get("load_average_before", [None])[0],
+             report.get("load_average_after", [None])[0])
+    load = "" if None in loads else (f"; 1-minute load average {loads[0]:.1f} before the run and "
+                                     f"{loads[1]:.1f} after (2.0 = both cores busy)")
+    return (f"`{Path(report.get('source', 'the run')).name}`, {report.get('date', 'undated')}: "
+            f"{lscpu.get('Model name', cpu['cpu'])}, {cpu['cores']} cores{virtual}"
+            f"{', ' + caches if caches else ''}; {settings.get('threads', cpu['cores'])} threads "
+            f"per system; {settings['repeats']} interleaved rounds of about "
+            f"{settings['seconds']:g} s per system{load}.")
+
+
+def comparison_table(comparison: dict[str, Any]) -> str:
+    """One comparison (a batch size and band count) as a Markdown table."""
+    lines = [f"**Batch {comparison['batch']}, {comparison['bands']} band"
+             f"{'s' if comparison['bands'] > 1 else ''}** "
+             f"({comparison['gflop_per_step_in_gemm']:.3f} GFLOP of matrix products per step)", "",
+             "| system | it/s (median) | lowest–highest round | images/s | × torch.compile "
+             "| of GEMM ceiling |", "|---|---|---|---|---|---|"]
+
+    def ratio(value: float | None, form: str) -> str:
+        return "–" if value is None else format(value, form)
+
+    for r in comparison["rows"]:
+        label = r["label"]
+        if r["system"] == "gemm-ceiling":
+            label += f" ({r['gemm_gflop_per_sec']:.0f} GFLOP/s)"
+        bold = "**" if r["system"] == "mochapy" else ""
+        lines.append(f"| {bold}{label}{bold} | {bold}{r['iters_per_sec']:.1f}{bold} | "
+                     f"{r['lowest']:.1f}–{r['highest']:.1f} | {r['images_per_sec']:.0f} | "
+                     f"{ratio(r['vs_torch_compile'], '.2f')} | "
+                     f"{ratio(r['of_gemm_ceiling'], '.0%')} |")
+    for s in comparison["skipped"]:
+        lines.append(f"| {s['system']} | skipped: {s['reason']} | | | | |")
+    return "\n".join(lines)
+
+
+def render(report: dict[str, Any]) -> str:
+    """The machine line, then a table per comparison."""
+    return "\n\n".join([machine_line(report),
+                        *(comparison_table(c) for c in report["comparisons"])])
+
+
+def update(document: Path, tables: str) -> None:
+    """Replace the text between the START and END marker lines of `document`."""
+    text = document.read_text(encoding="utf-8")
+    if START not in text or END not in text or text.index(START) > text.index(END):
+        raise ValueError(f"{document}: no '{START}' ... '{END}' block to replace")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    document.write_text(f"{head}{START}\n{tables}\n{END}{tail}", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("result", type=Path, help="a JSON file written by iters_per_sec.py")
+    parser.add_argument("--update", type=Path, default=None,
+                        help="write the tables into this Markdown file's marked block")
+    args = parser.parse_args(argv)
+    try:
+        report = json.loads(args.result.read_text(encoding="utf-8"))
+        report.setdefault("source", str(args.result))
+        tables = render(report)
+        if args.update:
+            update(args.update, tables)
+        else:
+            print(tables)
+    except (OSError, ValueError, KeyError) as error:
+        print(f"error: {args.result}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
