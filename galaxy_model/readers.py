@@ -311,8 +311,9 @@ def read_hdf5(path: str) -> Iterator[RawImage]:
     with handle:
         check_hdf5_links(handle, path)
         images = _hdf5_images(handle, path)
-        check_hdf5_node(handle, images.name, path, 1)  # one row (an image) at a time
         layout = hdf5_layout(images.shape, f"{path}:{images.name}")
+        # read one row (an image) at a time, or the whole of a single image
+        check_hdf5_node(handle, images.name, path, 0 if layout.single else 1)
         companions = {
             name: handle[name]
             for name in ("mask", "ivar")

@@ -111,6 +111,12 @@ def external_hdf5_allowed() -> bool:
     return os.environ.get("MOCHAPY_ALLOW_EXTERNAL_HDF5", "") not in ("", "0")
 
 
+def _label(where: str, path: str, name: str) -> str:
+    """`WHERE: FILE:NAME`, without WHERE when it only repeats the file."""
+    name = name.lstrip("/")
+    return f"{path}:{name}" if where in ("", path) else f"{where}: {path}:{name}"
+
+
 def check_hdf5_links(handle, where: str) -> None:
     """Refuse a file with an external link anywhere in it (unless allowed), before any name in
     it is looked up (looking one up would open the other file). `handle`: an open h5py.File."""
@@ -127,7 +133,7 @@ def check_hdf5_links(handle, where: str) -> None:
     handle.visititems_links(visit)
     if found:
         name, link = found[0]
-        raise LimitError(f"{where}: {handle.filename}:{name} is an external link to "
+        raise LimitError(f"{_label(where, handle.filename, name)} is an external link to "
                          f"{link.filename}:{link.path}; set MOCHAPY_ALLOW_EXTERNAL_HDF5=1 to "
                          "follow it")
 
@@ -137,14 +143,15 @@ def check_hdf5_node(handle, name: str, where: str, rows: int = 0):
     other files (external raw storage, a virtual dataset), unless allowed; and, for a dataset,
     if it (its first `rows` rows, if given) would not fit in memory. `handle`: an h5py.File."""
     path = getattr(handle, "filename", "?")
+    label = _label(where, path, name)
     if not external_hdf5_allowed():
         parts = [p for p in name.split("/") if p]
         group = handle
         for index, part in enumerate(parts):
             link = group.get(part, getlink=True)
             if link is not None and type(link).__name__ == "ExternalLink":
-                raise LimitError(f"{where}: {path}:{'/'.join(parts[:index + 1])} is an external "
-                                 f"link to {link.filename}:{link.path}; set "
+                raise LimitError(f"{_label(where, path, '/'.join(parts[:index + 1]))} is an "
+                                 f"external link to {link.filename}:{link.path}; set "
                                  "MOCHAPY_ALLOW_EXTERNAL_HDF5=1 to follow it")
             if index < len(parts) - 1:
                 group = group[part]
@@ -153,14 +160,14 @@ def check_hdf5_node(handle, name: str, where: str, rows: int = 0):
         return node
     if not external_hdf5_allowed():
         if node.external:
-            raise LimitError(f"{where}: {path}:{name} keeps its data in other files "
+            raise LimitError(f"{label} keeps its data in other files "
                              f"({node.external[0][0]}...); set MOCHAPY_ALLOW_EXTERNAL_HDF5=1 "
                              "to read them")
         if node.is_virtual:
-            raise LimitError(f"{where}: {path}:{name} is a virtual dataset reading other files; "
+            raise LimitError(f"{label} is a virtual dataset reading other files; "
                              "set MOCHAPY_ALLOW_EXTERNAL_HDF5=1 to read it")
     shape = tuple(node.shape or ())
     if rows and shape:
         shape = (min(rows, shape[0]), *shape[1:])
-    check_array(shape, node.dtype.itemsize, f"{where}: {path}:{name}")
+    check_array(shape, node.dtype.itemsize, label)
     return node

@@ -53,11 +53,16 @@ def files_under(folder: str) -> list[str]:
     return [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names]
 
 
+def _alias(path: str, hit: str) -> str:
+    """' (the same file as HIT)' when the input was named differently, else nothing."""
+    return "" if os.path.normpath(path) == os.path.normpath(hit) else f" (the same file as {hit})"
+
+
 def claim_output(path: str, inputs: Iterable[str | None] = (), force: bool = False) -> None:
     """Refuse, as one OutputError line, to write file `path` over an input or an existing file."""
     hit = _input_hit(path, inputs)
     if hit is not None:
-        raise OutputError(f"{path} is one of this command's inputs ({hit}); "
+        raise OutputError(f"{path} is one of this command's inputs{_alias(path, hit)}; "
                           "choose another output path")
     if os.path.isdir(path):
         raise OutputError(f"{path} is a folder; give a file name for the output")
@@ -71,7 +76,7 @@ def claim_output_dir(path: str, inputs: Iterable[str | None] = (), force: bool =
     inputs = list(inputs)
     hit = _input_hit(path, inputs)
     if hit is not None:
-        raise OutputError(f"{path} is one of this command's inputs ({hit}); "
+        raise OutputError(f"{path} is one of this command's inputs{_alias(path, hit)}; "
                           "choose another output folder")
     if os.path.lexists(path) and not os.path.isdir(path):
         raise OutputError(f"{path} exists and is not a folder")
@@ -119,8 +124,8 @@ def _publish(staging: str, path: str, inputs: list[str | None], force: bool) -> 
     for target in targets:
         hit = _input_hit(target, inputs)
         if hit is not None:
-            raise OutputError(f"{target} is one of this command's inputs ({hit}); "
-                              "choose another output folder")
+            raise OutputError(f"{target} is one of this command's inputs"
+                              f"{_alias(target, hit)}; choose another output folder")
     for name, target in zip(names, targets, strict=True):
         os.replace(os.path.join(staging, name), target)
 

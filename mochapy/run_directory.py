@@ -115,9 +115,10 @@ def write_net_copy(out_dir: str, config: RunConfig, inputs: Iterable[str]) -> st
 
 
 def training_fingerprint(config: RunConfig, out_dir: str) -> str:
-    """The net, solver (but for how long it runs), dtype and data sources, as JSON with paths
-    relative to the run directory (so a run moved with its data still matches)."""
-    raw = yaml.safe_load(text_for_directory(config.text, out_dir)) if config.text else {}
+    """The net, solver (but for how long it runs), dtype and data sources as JSON, with the run
+    directory, so that a data path counts as unchanged if it is the same file, or the same
+    relative to the run (a run moved together with its data)."""
+    raw = yaml.safe_load(config.text) if config.text else {}
     raw = raw if isinstance(raw, dict) else {}
     solver = {k: v for k, v in (raw.get("solver") or {}).items()
               if k not in RESUMABLE_SOLVER_FIELDS}
@@ -125,19 +126,33 @@ def training_fingerprint(config: RunConfig, out_dir: str) -> str:
               if isinstance(entry, dict)}
     validation = ((raw.get("coffee_breaks") or {}).get("validation") or {})
     return json.dumps({"dtype": raw.get("dtype", "float32"), "solver": solver, "layers": layers,
-                       "validation_source": validation.get("source")},
-                      sort_keys=True, default=str)
+                       "validation_source": validation.get("source"),
+                       "run_dir": os.path.abspath(out_dir)}, sort_keys=True, default=str)
 
 
 def fingerprint_differences(before: str, now: str) -> list[str]:
     """`what: old -> new` for each field that differs between two training_fingerprint()s."""
-    old, new = _flatten(json.loads(before)), _flatten(json.loads(now))
+    old, new = json.loads(before), json.loads(now)
+    old_dir, new_dir = old.pop("run_dir", None), new.pop("run_dir", None)
+    old, new = _flatten(old), _flatten(new)
     changes = []
     for key in sorted(set(old) | set(new)):
-        if old.get(key, _ABSENT) != new.get(key, _ABSENT):
-            changes.append(f"{key}: {_shown(old.get(key, _ABSENT))} -> "
-                           f"{_shown(new.get(key, _ABSENT))}")
+        was, is_now = old.get(key, _ABSENT), new.get(key, _ABSENT)
+        if was == is_now or _same_place(key, was, is_now, old_dir, new_dir):
+            continue
+        changes.append(f"{key}: {_shown(was)} -> {_shown(is_now)}")
     return changes
+
+
+def _same_place(key: str, was: object, is_now: object, old_dir: object, new_dir: object) -> bool:
+    """Two absolute data paths name the same data: one file, or one place relative to the run."""
+    if not key.endswith("source") or not all(isinstance(v, str) for v in
+                                               (was, is_now, old_dir, new_dir)):
+        return False
+    if not (os.path.isabs(was) and os.path.isabs(is_now)):
+        return False
+    return (same_file(was, is_now)
+            or os.path.relpath(was, old_dir) == os.path.relpath(is_now, new_dir))
 
 
 _ABSENT = object()

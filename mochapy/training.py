@@ -307,6 +307,8 @@ class Trainer:
 
     def run(self) -> TrainResult:
         self._build()
+        if self.resume and not os.path.exists(self.out_dir):
+            check_run_directory(self.out_dir, self.resume)  # says it does not exist
         with self._locked_directory():
             self._prepare_directory()
             resumed_from = self._restore(self._resume_from)

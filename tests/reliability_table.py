@@ -340,6 +340,139 @@ def _cycle(raw: dict) -> None:
     layer(raw, "hidden")["bottoms"] = ["pred"]
 
 
+# -- setups for the nothing-lost cases ------------------------------------------------------------
+GOOD_NET = f"{ASSETS}/toy_vae.yaml"
+
+
+def copied_run(*, snapshots: bool = True, damage: Callable[[Path], None] | None = None
+               ) -> Callable[[Path, Path], None]:
+    """A setup copying the trained toy run to `run/` (without its snapshots, or with the newest
+    one damaged)."""
+
+    def setup(case: Path, assets: Path) -> None:
+        shutil.copytree(assets / "vae_run", case / "run",
+                        ignore=None if snapshots else shutil.ignore_patterns("snapshots"))
+        if damage:
+            for path in (case / "run" / "snapshots").iterdir():
+                damage(path)
+
+    return setup
+
+
+def toy_net_edited(edit: Callable[[dict], None], name: str = "net.yaml"
+                   ) -> Callable[[Path, Path], None]:
+    """A setup writing the toy VAE's net (reading the shared galaxies.h5) after `edit(raw)`."""
+
+    def setup(case: Path, assets: Path) -> None:
+        raw = galaxy_vae_raw(str(assets / "galaxies.h5"))
+        edit(raw)
+        write_yaml(case / name, raw)
+
+    return setup
+
+
+def _nested_yaml(depth: int) -> str:
+    return "name: deep\nlayers: " + "[" * depth + "]" * depth + "\n"
+
+
+def _alias_bomb() -> str:
+    """Nine levels of ten aliases each: a billion values once expanded, 1 KiB on disk."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, 10):
+        refs = ", ".join([f"*a{level - 1}"] * 10)
+        lines.append(f"a{level}: &a{level} [{refs}]")
+    return "\n".join(["name: bomb", *lines, "layers: *a9", ""])
+
+
+def _write_list(lines: list[str]) -> Callable[[Path, Path], None]:
+    def setup(case: Path, assets: Path) -> None:
+        (case / "list.txt").write_text("\n".join(lines) + "\n")
+
+    return setup
+
+
+def _declared_huge_hdf5(case: Path, assets: Path) -> None:
+    """train.h5 of a few KiB whose `x` declares 10^9 x 10^6 floats (chunked, never written)."""
+    with h5py.File(case / "train.h5", "w") as handle:
+        handle.create_dataset("x", shape=(10**9, 10**6), dtype=np.float32, chunks=(1, 1024))
+        handle["y"] = tiny_arrays()["y"]
+
+
+def _external_link(case: Path, assets: Path) -> None:
+    """train.h5 whose `x` is an external link to another local file."""
+    write_h5(case / "other.h5", x=tiny_arrays()["x"])
+    with h5py.File(case / "train.h5", "w") as handle:
+        handle["x"] = h5py.ExternalLink(str(case / "other.h5"), "/x")
+        handle["y"] = tiny_arrays()["y"]
+
+
+def _external_storage(case: Path, assets: Path) -> None:
+    """train.h5 whose `x` keeps its raw data in secret.bin, another local file."""
+    x = tiny_arrays()["x"]
+    (case / "secret.bin").write_bytes(x.tobytes())
+    with h5py.File(case / "train.h5", "w") as handle:
+        handle.create_dataset("x", shape=x.shape, dtype=x.dtype,
+                              external=[(str(case / "secret.bin"), 0, x.nbytes)])
+        handle["y"] = tiny_arrays()["y"]
+
+
+def _dataset_with(**extra: np.ndarray) -> Callable[[Path, Path], None]:
+    def setup(case: Path, assets: Path) -> None:
+        write_h5(case / "galaxies.h5", data=galaxy_images(), **extra)
+
+    return setup
+
+
+def _dataset_external_link(case: Path, assets: Path) -> None:
+    write_h5(case / "other.h5", data=galaxy_images())
+    with h5py.File(case / "galaxies.h5", "w") as handle:
+        handle["data"] = h5py.ExternalLink(str(case / "other.h5"), "/data")
+
+
+def _fits_bomb(case: Path, assets: Path) -> None:
+    """A 64 x 64 tile-compressed FITS whose header says it decompresses to 50000 x 50000."""
+    from astropy.io import fits
+
+    fits.CompImageHDU(galaxy_images(1, side=64)[0, 0]).writeto(case / "bomb.fits")
+    raw = (case / "bomb.fits").read_bytes()
+    for axis in (b"ZNAXIS1", b"ZNAXIS2"):
+        card = axis.ljust(8) + b"= " + b"64".rjust(20)
+        assert card in raw
+        raw = raw.replace(card, axis.ljust(8) + b"= " + b"50000".rjust(20), 1)
+    (case / "bomb.fits").write_bytes(raw)
+
+
+def _symlink(name: str, target: str) -> Callable[[Path, Path], None]:
+    def setup(case: Path, assets: Path) -> None:
+        (case / name).symlink_to(target)
+
+    return setup
+
+
+def _user_net_in_out(case: Path, assets: Path) -> None:
+    """The user's own net.yaml (with comments) in the folder given as --out."""
+    write_yaml(case / "net.yaml", "# my net, hand-written\n" + yaml.safe_dump(
+        tiny_raw(assets), sort_keys=False))
+
+
+def _file(name: str, content: bytes = b"earlier results") -> Callable[[Path, Path], None]:
+    def setup(case: Path, assets: Path) -> None:
+        path = case / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+
+    return setup
+
+
+def _integer_images() -> np.ndarray:
+    return (galaxy_images() * 100 + 100).clip(0, 255).astype(np.uint8)
+
+
+def _lr_policy(policy: Any) -> Callable[[dict], None]:
+    return lambda raw: raw["solver"].update(lr_policy=policy)
+
+
+
 CASES: list[dict[str, Any]] = [
     # -- YAML nets ------------------------------------------------------------------------------
     {"id": "yaml-unknown-top-level-key", "fault": "unknown top-level key `optimiser:`",
@@ -411,6 +544,130 @@ CASES: list[dict[str, Any]] = [
     {"id": "yaml-init-from-missing", "fault": "`init_from` names a run that does not exist",
      "setup": tiny_edited(lambda raw: raw.update(init_from="no_such_run")),
      "command": mochapy_run(), "expect": "no_such_run"},
+    # -- nothing lost: runs ------------------------------------------------------------------------
+    {"id": "run-into-a-finished-run", "fault": "`mochapy run` into a folder holding a finished run",
+     "setup": copied_run(), "command": [*MOCHAPY, "run", GOOD_NET, "--out", "run", "--quiet"],
+     "expect": "run already holds a run (training.json (finished, 5 iterations), weights.h5, "
+               "1 snapshot); pass --resume"},
+    {"id": "run-into-a-run-without-snapshots",
+     "fault": "`mochapy run` into a finished run whose snapshots were deleted to save space",
+     "setup": copied_run(snapshots=False),
+     "command": [*MOCHAPY, "run", GOOD_NET, "--out", "run", "--quiet"],
+     "expect": "run already holds a run (training.json (finished, 5 iterations), weights.h5)"},
+    {"id": "run-out-holds-the-users-net", "fault": "`--out .`, the folder of the user's net.yaml",
+     "setup": _user_net_in_out, "command": [*MOCHAPY, "run", "net.yaml", "--out", ".", "--quiet"],
+     "expect": "net.yaml exists and no run wrote it"},
+    {"id": "resume-missing-directory", "fault": "`--resume` with a misspelt `--out`",
+     "setup": None, "command": [*MOCHAPY, "run", GOOD_NET, "--out", "rnu", "--resume", "--quiet"],
+     "expect": "nothing to resume: rnu does not exist"},
+    {"id": "resume-empty-directory", "fault": "`--resume` into an empty folder",
+     "setup": lambda case, assets: (case / "run").mkdir(),
+     "command": [*MOCHAPY, "run", GOOD_NET, "--out", "run", "--resume", "--quiet"],
+     "expect": "nothing to resume: run holds no run"},
+    {"id": "resume-snapshots-deleted", "fault": "`--resume` of a run whose snapshots were deleted",
+     "setup": copied_run(snapshots=False),
+     "command": [*MOCHAPY, "run", GOOD_NET, "--out", "run", "--resume", "--quiet"],
+     "expect": "cannot resume run: no valid snapshot (found training.json (finished, 5 "
+               "iterations), weights.h5)"},
+    {"id": "resume-every-snapshot-damaged", "fault": "`--resume` when every snapshot is damaged",
+     "setup": copied_run(damage=truncate),
+     "command": [*MOCHAPY, "run", GOOD_NET, "--out", "run", "--resume", "--quiet"],
+     "expect": "cannot resume run: no valid snapshot (found training.json (finished, 5 "
+               "iterations), weights.h5, 1 snapshot; snapshot "},
+    {"id": "resume-changed-solver", "fault": "`--resume` after changing the solver's base_lr",
+     "setup": combined(copied_run(), toy_net_edited(
+         lambda raw: raw["solver"].update(base_lr=0.01, max_iter=10))),
+     "command": [*MOCHAPY, "run", "net.yaml", "--out", "run", "--resume", "--quiet"],
+     "expect": "differs from snapshot 5's: solver.base_lr: 0.001 -> 0.01 (pass --allow-changed"},
+    {"id": "resume-changed-data-and-batch",
+     "fault": "`--resume` after changing the data file and the batch size",
+     "setup": combined(copied_run(), dataset_file(name="other.h5"), toy_net_edited(
+         lambda raw: layer(raw, "data").update(source="other.h5", batch_size=6))),
+     "command": [*MOCHAPY, "run", "net.yaml", "--out", "run", "--resume", "--quiet"],
+     "expect": "layers.data.batch_size: 4 -> 6; layers.data.source: "},
+    {"id": "run-net-named-dot-dot", "fault": "`name: ..` (the run folder would be runs/..)",
+     "setup": tiny_edited(lambda raw: raw.update(name="..")),
+     "command": [*MOCHAPY, "run", "net.yaml", "--quiet"], "expect": "'name' must be"},
+    {"id": "run-layer-named-dot-dot", "fault": "a layer named `..`",
+     "setup": tiny_edited(lambda raw: layer(raw, "hidden").update(name="..")),
+     "command": mochapy_run(), "expect": "layer name '..' must not contain '/'"},
+    # -- bounded reading of nets and source lists -------------------------------------------------
+    {"id": "yaml-duplicate-key", "fault": "`base_lr:` given twice in the solver",
+     "setup": lambda case, assets: write_yaml(case / "net.yaml", yaml.safe_dump(
+         tiny_raw(assets), sort_keys=False).replace("base_lr: 0.01",
+                                                    "base_lr: 0.01\n  base_lr: 1")),
+     "command": mochapy_run(), "expect": "key 'base_lr' given twice in one mapping"},
+    {"id": "yaml-self-reference",
+     "fault": "an anchor that contains itself (`layers: &l [*l]`)",
+     "setup": lambda case, assets: write_yaml(case / "net.yaml", "name: x\nlayers: &l [*l]\n"),
+     "command": [*MOCHAPY, "check", "net.yaml"], "expect": "refers to itself"},
+    {"id": "yaml-alias-bomb", "fault": "a 1 KiB net that expands to a billion values (aliases)",
+     "setup": lambda case, assets: write_yaml(case / "net.yaml", _alias_bomb()),
+     "command": mochapy_run(), "expect": "more than 200,000 values once its aliases"},
+    {"id": "yaml-deeply-nested", "fault": "lists nested 5,000 deep",
+     "setup": lambda case, assets: write_yaml(case / "net.yaml", _nested_yaml(5000)),
+     "command": [*MOCHAPY, "check", "net.yaml"], "expect": "net.yaml: nested"},
+    {"id": "yaml-device-file", "fault": "`/dev/zero` given as the net (it never ends)",
+     "setup": None, "command": [*MOCHAPY, "check", "/dev/zero"],
+     "expect": "/dev/zero: not a regular file"},
+    {"id": "yaml-over-size-cap",
+     "fault": "a net file over the text cap (MOCHAPY_MAX_TEXT_BYTES=500)",
+     "setup": tiny_edited(lambda raw: None), "env": {"MOCHAPY_MAX_TEXT_BYTES": "500"},
+     "command": mochapy_run(), "expect": "more than the 500 B a text input may have"},
+    {"id": "data-list-names-itself", "fault": "a source list that lists itself",
+     "setup": combined(_write_list(["list.txt"]),
+                       tiny_edited(lambda raw: layer(raw, "data").update(source="list.txt"))),
+     "command": mochapy_run(), "expect": "source list"},
+    {"id": "data-source-is-a-device", "fault": "`source: /dev/zero`",
+     "setup": tiny_edited(lambda raw: layer(raw, "data").update(source="/dev/zero")),
+     "command": [*MOCHAPY, "check", "net.yaml"], "expect": "/dev/zero: not a regular file"},
+    # -- sizes declared beyond memory -------------------------------------------------------------
+    {"id": "yaml-huge-output-dim", "fault": "`output_dim: 100000000000`",
+     "setup": tiny_edited(lambda raw: layer(raw, "hidden").update(output_dim=10**11)),
+     "command": [*MOCHAPY, "check", "net.yaml"],
+     "expect": "parameter 'hidden.weight': shape (8, 100000000000) needs"},
+    {"id": "yaml-huge-batch", "fault": "`batch_size: 10000000000000`",
+     "setup": tiny_edited(lambda raw: layer(raw, "data").update(batch_size=10**13)),
+     "command": mochapy_run(), "expect": "layer 'data'"},
+    {"id": "data-huge-declared-shape",
+     "fault": "a few-KiB training file whose header declares 10^9 x 10^6 floats",
+     "setup": combined(_declared_huge_hdf5,
+                       tiny_edited(lambda raw: layer(raw, "data").update(source="train.h5"))),
+     "command": mochapy_run(), "expect": "train.h5:x: shape (1000000000, 1000000) needs"},
+    {"id": "data-over-array-cap", "fault": "training data over MOCHAPY_MAX_ARRAY_BYTES=1000",
+     "setup": tiny_edited(lambda raw: None), "env": {"MOCHAPY_MAX_ARRAY_BYTES": "1000"},
+     "command": [*MOCHAPY, "check", "net.yaml"], "expect": "more than MOCHAPY_MAX_ARRAY_BYTES"},
+    {"id": "data-external-link", "fault": "training file whose `x` is an external link",
+     "setup": combined(_external_link,
+                       tiny_edited(lambda raw: layer(raw, "data").update(source="train.h5"))),
+     "command": mochapy_run(), "expect": "train.h5:x is an external link to "},
+    {"id": "data-external-storage", "fault": "training file whose `x` is stored in another file",
+     "setup": combined(_external_storage,
+                       tiny_edited(lambda raw: layer(raw, "data").update(source="train.h5"))),
+     "command": mochapy_run(), "expect": "train.h5:x keeps its data in other files"},
+    # -- input sanity ----------------------------------------------------------------------------
+    {"id": "data-integer-images", "fault": "training inputs stored as uint8 (0-255)",
+     "setup": tiny_with_training_data(x=(tiny_arrays()["x"] * 40 + 128).astype(np.uint8),
+                                      y=tiny_arrays()["y"]),
+     "command": mochapy_run(), "expect": "train.h5:x holds integers (uint8)"},
+    {"id": "data-batch-larger-than-data", "fault": "`batch_size: 100` for 64 rows",
+     "setup": combined(tiny_with_training_data(**tiny_arrays()),
+                       tiny_edited(lambda raw: layer(raw, "data").update(source="train.h5",
+                                                                          batch_size=100))),
+     "command": mochapy_run(), "expect": "batch_size 100 is larger than the data (64 rows"},
+    {"id": "solver-lr-growing-without-bound", "fault": "`lr_policy: {type: exp, gamma: 10}`",
+     "setup": tiny_edited(_lr_policy({"type": "exp", "gamma": 10})),
+     "command": mochapy_run(), "expect": "makes the learning rate grow without bound"},
+    {"id": "solver-lr-negative-gamma", "fault": "`lr_policy: {type: step, gamma: -0.5}`",
+     "setup": tiny_edited(_lr_policy({"type": "step", "gamma": -0.5, "stepsize": 10})),
+     "command": [*MOCHAPY, "check", "net.yaml"], "expect": "gamma: must be positive"},
+    {"id": "solver-lr-inv-negative-power", "fault": "`lr_policy: {type: inv, power: -2}`",
+     "setup": tiny_edited(_lr_policy({"type": "inv", "gamma": 0.1, "power": -2})),
+     "command": mochapy_run(), "expect": "the inv policy needs gamma >= 0 and power >= 0"},
+    {"id": "solver-lr-stages-out-of-order", "fault": "a staged policy whose stages go backwards",
+     "setup": tiny_edited(_lr_policy({"type": "staged",
+                                      "stages": [[300, "fixed"], [100, "fixed"]]})),
+     "command": mochapy_run(), "expect": "until_iter 100 must be positive and larger"},
     # -- training data ----------------------------------------------------------------------------
     {"id": "data-list-names-missing-file", "fault": "the source list names a missing .h5",
      "setup": combined(lambda case, assets: (case / "list.txt").write_text("gone.h5\n"),
@@ -509,6 +766,86 @@ CASES: list[dict[str, Any]] = [
      "command": galaxy("evaluate", "--run", GOOD_RUN, "--data", GOOD_DATA, "--json",
                        "full/metrics.json"),
      "expect": "No space left on device: full/metrics.json"},
+    # -- nothing lost: galaxy-model outputs ------------------------------------------------------
+    {"id": "encode-out-is-its-data", "fault": "`encode --data x.h5 --out x.h5 --force`",
+     "setup": dataset_file(),
+     "command": galaxy("encode", "--run", GOOD_RUN, "--data", "galaxies.h5", "--out",
+                       "galaxies.h5", "--force"),
+     "expect": "galaxies.h5 is one of this command's inputs"},
+    {"id": "encode-out-links-to-its-data", "fault": "`encode --out` a symlink to the data file",
+     "setup": combined(dataset_file(), _symlink("z.h5", "galaxies.h5")),
+     "command": galaxy("encode", "--run", GOOD_RUN, "--data", "galaxies.h5", "--out", "z.h5",
+                       "--force"),
+     "expect": "z.h5 is one of this command's inputs (galaxies.h5)"},
+    {"id": "encode-out-into-the-run", "fault": "`encode --out RUN/weights.h5 --force`",
+     "setup": copied_run(),
+     "command": galaxy("encode", "--run", "run", "--data", GOOD_DATA, "--out", "run/weights.h5",
+                       "--force"),
+     "expect": "run/weights.h5 is one of this command's inputs"},
+    {"id": "encode-out-exists", "fault": "`encode --out` a file that exists",
+     "setup": _file("z.h5"),
+     "command": galaxy("encode", "--run", GOOD_RUN, "--data", GOOD_DATA, "--out", "z.h5"),
+     "expect": "z.h5 exists; pass --force to replace it"},
+    {"id": "prepare-out-is-its-input", "fault": "`prepare cutouts/ --out cutouts/a.h5 --force`",
+     "setup": lambda case, assets: (case / "cutouts").mkdir() or write_h5(
+         case / "cutouts" / "a.h5", data=galaxy_images(side=40)),
+     "command": galaxy("prepare", "cutouts", "--out", "cutouts/a.h5", "--force"),
+     "expect": "cutouts/a.h5 is one of this command's inputs"},
+    {"id": "prepare-out-exists", "fault": "`prepare --out` a file that exists",
+     "setup": combined(fits_file(), _file("out.h5")),
+     "command": galaxy("prepare", "galaxy.fits", "--out", "out.h5"),
+     "expect": "out.h5 exists; pass --force"},
+    {"id": "synth-out-exists", "fault": "`synth --out` a file that exists",
+     "setup": _file("sky.h5"), "command": galaxy("synth", "--n", "2", "--out", "sky.h5"),
+     "expect": "sky.h5 exists; pass --force"},
+    {"id": "montage-out-is-its-data", "fault": "`montage x.h5 --out x.h5 --force`",
+     "setup": dataset_file(),
+     "command": galaxy("montage", "galaxies.h5", "--out", "galaxies.h5", "--force"),
+     "expect": "galaxies.h5 is one of this command's inputs"},
+    {"id": "evaluate-json-exists", "fault": "`evaluate --json` a file that exists",
+     "setup": _file("metrics.json"),
+     "command": galaxy("evaluate", "--run", GOOD_RUN, "--data", GOOD_DATA, "--json",
+                       "metrics.json"),
+     "expect": "metrics.json exists; pass --force"},
+    {"id": "figures-out-not-empty", "fault": "`figures --out` a folder that holds files",
+     "setup": _file("figs/notes.txt"),
+     "command": galaxy("figures", "--run", GOOD_RUN, "--data", GOOD_DATA, "--out", "figs"),
+     "expect": "figs exists and is not empty; pass --force"},
+    {"id": "figures-fail-half-way", "fault": "`figures` on 3 images: the t-SNE (2nd figure) fails",
+     "setup": dataset_file(galaxy_images(3)),
+     "command": galaxy("figures", "--run", GOOD_RUN, "--data", "galaxies.h5", "--out", "figs"),
+     "expect": "for a t-SNE"},
+    # -- galaxy-model: dataset sanity -------------------------------------------------------------
+    {"id": "dataset-integer-images", "fault": "`--data` images stored as uint8 0-255",
+     "setup": dataset_file(_integer_images()),
+     "command": galaxy("evaluate", "--run", GOOD_RUN, "--data", "galaxies.h5"),
+     "expect": "`data` holds uint8 values, not normalised floats"},
+    {"id": "dataset-zero-scale", "fault": "a dataset whose `scale` is 0 for one image",
+     "setup": _dataset_with(scale=np.array([1.0] * 4 + [0.0] + [1.0] * 7, np.float32)),
+     "command": galaxy("encode", "--run", GOOD_RUN, "--data", "galaxies.h5", "--out", "z.h5"),
+     "expect": "`scale` must be positive and finite (image 4 has 0.0)"},
+    {"id": "dataset-nan-scale", "fault": "a dataset whose `scale` is NaN for one image",
+     "setup": _dataset_with(scale=np.array([1.0] * 11 + [np.nan], np.float32)),
+     "command": galaxy("evaluate", "--run", GOOD_RUN, "--data", "galaxies.h5"),
+     "expect": "`scale` must be positive and finite (image 11 has nan)"},
+    {"id": "dataset-external-link", "fault": "`--data` whose `data` is an external link",
+     "setup": _dataset_external_link,
+     "command": galaxy("evaluate", "--run", GOOD_RUN, "--data", "galaxies.h5"),
+     "expect": "galaxies.h5:data is an external link"},
+    {"id": "dataset-huge-declared-shape",
+     "fault": "a few-KiB `--data` whose header declares 10^8 images of 512 x 512",
+     "setup": lambda case, assets: h5py.File(case / "galaxies.h5", "w").create_dataset(
+         "data", shape=(10**8, 1, 512, 512), dtype=np.float32, chunks=(1, 1, 64, 64)).file.close(),
+     "command": galaxy("evaluate", "--run", GOOD_RUN, "--data", "galaxies.h5"),
+     "expect": "galaxies.h5:data: shape (100000000, 1, 512, 512) needs"},
+    {"id": "prepare-fits-decompression-bomb",
+     "fault": "a tile-compressed FITS that decompresses to 50000 x 50000",
+     "setup": _fits_bomb, "command": galaxy("prepare", "bomb.fits", "--out", "out.h5"),
+     "expect": "HDU 1 declares 2,500,000,000 pixels"},
+    {"id": "prepare-hdf5-external-link", "fault": "`prepare` of an HDF5 file with an external link",
+     "setup": _dataset_external_link,
+     "command": galaxy("prepare", "galaxies.h5", "--out", "out.h5"),
+     "expect": "galaxies.h5:data is an external link"},
     # -- galaxy-model prepare: raw images ---------------------------------------------------------
     {"id": "prepare-missing-input", "fault": "`prepare` of a file that does not exist",
      "setup": None, "command": galaxy("prepare", "gone.fits", "--out", "out.h5"),
@@ -613,7 +950,8 @@ def run_case(case: dict[str, Any], assets: Path, workdir: Path) -> Observation:
         before = file_states(folder, assets)
         command = [part.replace(ASSETS, str(assets)) for part in case["command"]]
         result = subprocess.run(command, cwd=folder, capture_output=True, text=True,
-                                timeout=TIMEOUT_S, env=environment(assets))
+                                timeout=TIMEOUT_S,
+                                env={**environment(assets), **case.get("env", {})})
         after = file_states(folder, assets)
     finally:
         if callable(cleanup):  # a setup returns how to undo a mount or a chmod

@@ -149,3 +149,143 @@ def test_random_text_loads_or_raises_a_mocha_error(text: str) -> None:
     """Arbitrary text, binary junk, and example nets cut off at a random length."""
     with tempfile.TemporaryDirectory() as folder:
         assert_config_or_mocha_error(load_config, _write(folder, "net.yaml", text))
+
+
+# -- YAML structure: anchors, aliases, merge keys, nesting, duplicate keys ----------------------
+ANCHORS = [f"A{i}" for i in range(3)]
+
+
+@st.composite
+def yaml_nodes(draw: st.DrawFn, depth: int = 0) -> str:
+    """YAML text for one node, with anchors and aliases that may point anywhere (forward, at
+    themselves, at undefined anchors) and mappings that may merge (`<<:`) or repeat keys."""
+    leaf = st.sampled_from(["1", "x", "null", "[]", "{}", "0.5", "-3", "InnerProduct"]) | \
+        st.sampled_from([f"*{name}" for name in ANCHORS])
+    if depth >= 4:
+        return draw(leaf)
+    kind = draw(st.sampled_from(["leaf", "list", "map", "anchored"]))
+    if kind == "leaf":
+        return draw(leaf)
+    if kind == "anchored":
+        return f"&{draw(st.sampled_from(ANCHORS))} {draw(yaml_nodes(depth + 1))}"
+    children = draw(st.lists(yaml_nodes(depth + 1), max_size=4))
+    if kind == "list":
+        return "[" + ", ".join(children) + "]"
+    names = draw(st.lists(st.sampled_from(["type", "name", "tops", "<<", "a", "a"]),
+                          min_size=len(children), max_size=len(children)))
+    return "{" + ", ".join(f"{k}: {v}" for k, v in zip(names, children, strict=True)) + "}"
+
+
+@SETTINGS
+@given(yaml_nodes(), yaml_nodes())
+def test_anchors_aliases_and_repeated_keys_load_or_raise_a_mocha_error(
+    layers: str, solver: str
+) -> None:
+    text = f"name: fuzz\ndefaults: {solver}\nlayers: {layers}\nsolver: {solver}\n"
+    with tempfile.TemporaryDirectory() as folder:
+        assert_config_or_mocha_error(load_config, _write(folder, "net.yaml", text))
+
+
+TINY_LINES = (EXAMPLES / "tiny.yaml").read_text().splitlines()
+MAPPING_LINES = [i for i, line in enumerate(TINY_LINES)
+                 if line.strip() and not line.lstrip().startswith(("#", "-", "tops:"))
+                 and ": " in line and not line.rstrip().endswith(("{", "[", ","))]
+
+
+@settings(max_examples=len(MAPPING_LINES), deadline=None, derandomize=True)
+@given(st.sampled_from(MAPPING_LINES), st.sampled_from(["same", "other value"]))
+def test_any_key_given_twice_is_refused(index: int, value: str) -> None:
+    """Repeat one `key: value` line of tiny.yaml (same or another value): YAML would silently
+    keep the second; the loader names the key and both lines."""
+    line = TINY_LINES[index]
+    if value != "same":
+        line = line.split(": ")[0] + ": 7"
+    text = "\n".join([*TINY_LINES[: index + 1], line, *TINY_LINES[index + 1:]])
+    key = TINY_LINES[index].split(":")[0].strip()
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            load_config(_write(folder, "net.yaml", text))
+        except MochaError as exc:
+            assert f"key {key!r} given twice in one mapping (lines {index + 1} and " \
+                   f"{index + 2})" in str(exc)
+        else:
+            raise AssertionError(f"duplicate {key!r} accepted")
+
+
+# -- HDF5 headers: whatever a data file declares, reading it is a result or one MochaError --------
+DTYPES = ["<f4", "<f8", ">f4", "<f2", "u1", "i8", "?", "S4", [("a", "<f4"), ("b", "<i2")]]
+
+
+@st.composite
+def hdf5_files(draw: st.DrawFn) -> dict:
+    """A recipe for a file holding `data`/`x`: a dataset of any rank, size (up to 10^12 declared
+    elements, written or not), dtype, or a group, a dangling soft link, an external link, or
+    external raw storage."""
+    rank = draw(st.integers(0, 5))
+    dims = st.integers(0, 12) | st.sampled_from([69, 10**4, 10**6])
+    return {
+        "shape": tuple(draw(st.lists(dims, min_size=rank, max_size=rank))),
+        "dtype": draw(st.sampled_from(DTYPES)),
+        "kind": draw(st.sampled_from(["dataset", "dataset", "group", "soft", "external-link",
+                                      "external-storage"])),
+        "write": draw(st.booleans()),
+        "extra": draw(st.sampled_from([None, "scale", "offset", "provenance", "mask"])),
+    }
+
+
+def _make_hdf5(path: str, recipe: dict) -> None:
+    import h5py
+    import numpy as np
+
+    shape, dtype = recipe["shape"], np.dtype(recipe["dtype"])
+    small = int(np.prod(shape, dtype=object)) * dtype.itemsize <= 2**16
+    with h5py.File(path, "w") as handle:
+        for name in ("data", "x"):
+            kind = recipe["kind"]
+            if kind == "group":
+                handle.create_group(name)
+            elif kind == "soft":
+                handle[name] = h5py.SoftLink("/nowhere")
+            elif kind == "external-link":
+                handle[name] = h5py.ExternalLink(path + ".other", "/data")
+            elif kind == "external-storage" and shape and small:
+                handle.create_dataset(name, shape=shape, dtype=dtype,
+                                      external=[(path + ".raw", 0, h5py.h5f.UNLIMITED)])
+            elif small:  # written, or left at the fill value
+                handle.create_dataset(name, shape=shape, dtype=dtype,
+                                      data=np.ones(shape, dtype=dtype) if recipe["write"] else None)
+            else:  # a declared size only: chunks that are never written take no space
+                handle.create_dataset(name, shape=shape, dtype=dtype, chunks=(1,) * len(shape))
+        if recipe["extra"] and shape:
+            handle.create_dataset(recipe["extra"], shape=shape[:1], dtype="<f4",
+                                  chunks=(1,) if shape[0] else None)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(hdf5_files(), st.integers(0, 3))
+def test_any_hdf5_header_reads_or_raises_a_mocha_error(recipe: dict, limit: int) -> None:
+    """HDF5Data, galaxy datasets and `prepare` on the file: data, or one MochaError. With a
+    1 MB array cap, a declared size beyond it is refused before anything is read."""
+    from galaxy_model.dataset import read_dataset
+    from galaxy_model.readers import read_hdf5
+    from mochapy.layers.hdf5_data import read_rows
+
+    old = os.environ.get("MOCHAPY_MAX_ARRAY_BYTES")
+    os.environ["MOCHAPY_MAX_ARRAY_BYTES"] = str(2**20)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "data.h5")
+            _make_hdf5(path, recipe)
+            for read in (lambda: read_rows(path, "x", limit, "layer 'data'"),
+                         lambda: read_dataset(path, limit or None),
+                         lambda: next(iter(read_hdf5(path)), None)):
+                try:
+                    read()
+                except MochaError as exc:
+                    assert str(exc).strip()
+    finally:
+        if old is None:
+            os.environ.pop("MOCHAPY_MAX_ARRAY_BYTES")
+        else:
+            os.environ["MOCHAPY_MAX_ARRAY_BYTES"] = old
