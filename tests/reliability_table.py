@@ -5,8 +5,8 @@ prepare`) as a user runs them.
 Every case must end with exit code 2, exactly one line on stderr that starts with `error:` and
 names the culprit, no traceback, no file left behind, and every input file unchanged.
 tests/test_reliability_bad_input.py checks that; `python tests/reliability_table.py` runs the
-same cases and prints what each one did as the Markdown table of the README's "What happens when
-things go wrong" section.
+same cases and prints what each one did as the Markdown tables of docs/reliability.md
+(`python tests/reliability_table.py --write docs/reliability.md` updates them there).
 """
 
 from __future__ import annotations
@@ -776,7 +776,7 @@ CASES: list[dict[str, Any]] = [
      "setup": combined(dataset_file(), _symlink("z.h5", "galaxies.h5")),
      "command": galaxy("encode", "--run", GOOD_RUN, "--data", "galaxies.h5", "--out", "z.h5",
                        "--force"),
-     "expect": "z.h5 is one of this command's inputs (galaxies.h5)"},
+     "expect": "z.h5 is one of this command's inputs (the same file as galaxies.h5)"},
     {"id": "encode-out-into-the-run", "fault": "`encode --out RUN/weights.h5 --force`",
      "setup": copied_run(),
      "command": galaxy("encode", "--run", "run", "--data", GOOD_DATA, "--out", "run/weights.h5",
@@ -1049,6 +1049,40 @@ OTHER_FAULTS = [
      "galaxy_vae.yaml, random `extends`/`set`, random text (hypothesis, 4 x 200 examples)",
      "always a RunConfig or a MochaError, never another exception",
      "tests/test_reliability_fuzz.py"),
+    ("snapshots damaged while training goes on (a disk error), or a snapshot file whose name "
+     "claims another iteration than it holds",
+     "each is set aside as NAME.damaged and reported (`warning: snapshot ... skipping it, set "
+     "aside as snapshot-000000020.h5.damaged`); snapshots are chosen and pruned by the iteration "
+     "they hold once verified, so a good one is never deleted while a damaged one is kept",
+     "tests/test_engine_snapshots.py, tests/test_reliability_outputs.py"),
+    ("`mochapy run --resume --allow-changed` after changing the solver's base_lr",
+     "training goes on; training.json lists `resumed_with_changes` (`solver.base_lr: 0.01 -> "
+     "0.005` from iteration 20) and the run's net.yaml is the net it now trains",
+     "tests/test_reliability_outputs.py"),
+    ("`mochapy run RUN/net.yaml --out RUN --resume` after editing RUN/net.yaml by hand",
+     "resumes with the edited net; the hand-edited file is never rewritten",
+     "tests/test_reliability_outputs.py"),
+    ("loss and every gradient finite, but the float32 squared gradient norm overflows",
+     "exit 2: `error: training diverged at iteration 1: every loss, gradient and parameter is "
+     "finite, but the squared gradient norm overflows float32 (largest gradient ..., in "
+     "'out.weight'); no snapshot yet` (no longer \"NaN/Inf first in the loss\")",
+     "tests/test_reliability_divergence.py"),
+    ("an HDF5Output layer with a relative filename, run and checked from another folder",
+     "the file appears beside the YAML, whole, when the run ends; `mochapy check` writes "
+     "nothing; a failed run leaves no temporary file", "tests/test_reliability_outputs.py"),
+    ("`encode --force` over an old file, `figures --force` into a folder with other files, "
+     "`evaluate` on 1 and on 3 images",
+     "the output is replaced; the folder's other files stay; evaluate reports every image "
+     "(summary rows only for the non-empty quartiles)", "tests/test_reliability_outputs.py"),
+    ("random YAML anchors, aliases (to themselves, forward, undefined), merge keys and "
+     "repeated keys; every `key: value` line of tiny.yaml given twice (hypothesis)",
+     "a RunConfig or a MochaError; a repeated key is always refused, naming both lines",
+     "tests/test_reliability_fuzz.py"),
+    ("random HDF5 headers: rank 0-5, up to 10^30 declared elements, 9 dtypes, groups, dangling "
+     "soft links, external links, external storage (hypothesis, 150 files), read by HDF5Data, "
+     "galaxy datasets and `prepare` under a 1 MiB cap",
+     "data or one MochaError, nothing read beyond the cap (it found `prepare` reading a "
+     "declared-huge single image whole: fixed)", "tests/test_reliability_fuzz.py"),
 ]
 
 
@@ -1058,12 +1092,37 @@ def other_faults_table() -> str:
     return "\n".join(rows)
 
 
+TABLE_START = "<!-- reliability tables: made by tests/reliability_table.py, do not edit -->"
+TABLE_END = "<!-- end of the reliability tables -->"
+
+
+def tables(observations: dict[str, Observation]) -> str:
+    """Both tables as Markdown, with the counts."""
+    return "\n".join([
+        f"{len(OTHER_FAULTS)} faults tried by their own tests:", "", other_faults_table(), "",
+        f"{len(observations)} malformed, oversized or dangerous inputs and outputs, each run "
+        "through the real command:", "", markdown_table(observations)])
+
+
+def write_tables(path: Path, text: str) -> None:
+    """Replace what lies between TABLE_START and TABLE_END in `path` with `text`."""
+    document = path.read_text()
+    head, start, rest = document.partition(TABLE_START)
+    _, end, tail = rest.partition(TABLE_END)
+    if not start or not end:
+        raise SystemExit(f"{path} lacks the markers {TABLE_START!r} ... {TABLE_END!r}")
+    path.write_text(f"{head}{TABLE_START}\n{text}\n{TABLE_END}{tail}")
+
+
 def main() -> int:
+    """Print the tables, or with `--write docs/reliability.md` put them into that file."""
     with staged_assets() as (assets, workdir):
         observations = run_cases(CASES, assets, workdir)
-    print(markdown_table(observations))
-    print()
-    print(other_faults_table())
+    text = tables(observations)
+    if sys.argv[1:2] == ["--write"] and len(sys.argv) == 3:
+        write_tables(Path(sys.argv[2]), text)
+    else:
+        print(text)
     failed = [o for o in observations.values() if not o.skipped and o.problems()]
     return 1 if failed else 0
 

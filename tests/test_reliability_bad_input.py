@@ -12,7 +12,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from reliability_table import CASES, MOCHAPY, build_assets, run_case, run_cases
+from reliability_table import (
+    CASES,
+    MOCHAPY,
+    OTHER_FAULTS,
+    _cell,
+    build_assets,
+    run_case,
+    run_cases,
+)
 
 import mochapy.atomic
 from galaxy_model.dataset import GalaxyDataset, read_dataset, write_dataset
@@ -35,8 +43,19 @@ def observations(assets: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 def test_the_cases_are_many_and_distinct() -> None:
     ids = [case["id"] for case in CASES]
-    assert len(ids) >= 30 and len(set(ids)) == len(ids)
+    assert len(ids) >= 100 and len(set(ids)) == len(ids)
     assert all(case["expect"] and case["fault"] for case in CASES)
+
+
+def test_the_docs_count_every_case() -> None:
+    """docs/reliability.md holds the tables as last generated: every case and fault, counted
+    (regenerate with `python tests/reliability_table.py --write docs/reliability.md`)."""
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "reliability.md").read_text()
+    assert f"{len(OTHER_FAULTS)} faults tried by their own tests:" in docs
+    assert f"\n{len(CASES)} malformed, oversized or dangerous inputs and outputs" in docs
+    missing = [case["id"] for case in CASES if f"| {_cell(case['fault'])} |" not in docs]
+    missing += [fault for fault, _, _ in OTHER_FAULTS if f"| {_cell(fault)} |" not in docs]
+    assert not missing, f"not in docs/reliability.md: {missing}"
 
 
 @pytest.mark.parametrize("case_id", [case["id"] for case in CASES])
