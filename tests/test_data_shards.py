@@ -143,3 +143,28 @@ def test_jobs_resume_refuse_and_restart(tmp_path: Path) -> None:
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(OutputError, match="not empty"):
         shards.start_job(str(tmp_path / "other"), job, [], force=False)
+
+
+def test_sharded_prepare_matches_the_one_file_prepare(tmp_path: Path, client) -> None:
+    from PIL import Image
+    from test_data_prepare import grey_picture
+
+    from galaxy_model.prepare import PrepareWarning, prepare
+    from galaxy_model.survey import prepare_survey
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for seed in range(5):
+        Image.fromarray(grey_picture(seed=seed)).save(inputs / f"galaxy{seed}.png")
+    (inputs / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.warns(PrepareWarning, match="broken.png"):
+        expected, _ = prepare([str(inputs)])
+    count, skipped = prepare_survey(lambda: nullcontext(client), [str(inputs)],
+                                    str(tmp_path / "out"), size=69, bands=1, shard_size=2,
+                                    progress=False)
+    assert count == 5 and len(skipped) == 1 and "broken.png" in skipped[0]
+    got = read_dataset(tmp_path / "out")
+    for name in ("data", "scale", "offset"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
+    assert got.provenance == expected.provenance
+    assert len(open_sharded(str(tmp_path / "out")).shards) == 3
