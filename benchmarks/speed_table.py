@@ -62,10 +62,51 @@ def comparison_table(comparison: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+GOAL = {"batch": 100, "bands": 1, "vs_torch_compile": 1.2, "of_gemm_ceiling": 0.75}  # issue 21
+
+
+def goal_line(report: dict[str, Any]) -> str | None:
+    """Where mochapy cpu stands against the goal: at batch 100, 1 band, >= 1.2x torch.compile
+    and >= 75% of the GEMM ceiling, in the same interleaved run."""
+    for comparison in report["comparisons"]:
+        if (comparison["batch"], comparison["bands"]) != (GOAL["batch"], GOAL["bands"]):
+            continue
+        row = next((r for r in comparison["rows"] if r["system"] == "mochapy"), None)
+        if row is None or row["vs_torch_compile"] is None or row["of_gemm_ceiling"] is None:
+            return None
+        met = (row["vs_torch_compile"] >= GOAL["vs_torch_compile"]
+               and row["of_gemm_ceiling"] >= GOAL["of_gemm_ceiling"])
+        return (f"**Goal (batch 100, 1 band, same run): mochapy cpu >= "
+                f"{GOAL['vs_torch_compile']}x torch.compile and >= "
+                f"{GOAL['of_gemm_ceiling']:.0%} of the GEMM ceiling. Measured: "
+                f"{row['vs_torch_compile']:.2f}x and {row['of_gemm_ceiling']:.0%}: "
+                f"{'met' if met else 'not met'}.**")
+    return None
+
+
+def profile_table(profile: dict[str, Any]) -> str:
+    """Where mochapy's step spends its time, by phase and in the matrix products."""
+    step = profile["step_ms"]
+    lines = [f"mochapy cpu's step at batch {profile['batch']}, {profile['bands']} band, "
+             f"profiled ({profile['backend']}, mean of {profile['steps']} steps): "
+             f"{step:.2f} ms, of which matrix products {profile['gemm_ms']:.2f} ms "
+             f"({profile['gemm_ms'] / step:.0%}).", "", "| phase | ms | share |", "|---|---|---|"]
+    lines += [f"| {phase} | {value:.2f} | {value / step:.0%} |"
+              for phase, value in profile["phases"].items()]
+    lines += ["", "| layer | type | forward ms | backward ms | in GEMM ms |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {r['layer']} | {r['type']} | {r['forward_ms']:.3f} | {r['backward_ms']:.3f} | "
+              f"{r['gemm_ms']:.3f} |" for r in profile["layers"]
+              if r["forward_ms"] + r["backward_ms"] >= 0.01 * step]
+    return "\n".join(lines)
+
+
 def render(report: dict[str, Any]) -> str:
-    """The machine line, then a table per comparison."""
-    return "\n\n".join([machine_line(report),
-                        *(comparison_table(c) for c in report["comparisons"])])
+    """The machine line, the goal's status, a table per comparison and the profile."""
+    parts = [machine_line(report), goal_line(report),
+             *(comparison_table(c) for c in report["comparisons"]),
+             profile_table(report["profile"]) if "profile" in report else None]
+    return "\n\n".join(part for part in parts if part)
 
 
 def update(document: Path, tables: str) -> None:
