@@ -27,6 +27,8 @@ MAX_GRID_DIM = (2**31 - 1, 65535, 65535)
 ORDERS = ("natural", "reversed", "shuffled")
 
 _LAUNCH_BOUNDS = re.compile(r"__launch_bounds__\(\s*([^,)]+)[^)]*\)\s*(\w+)\s*\(")
+# A block-scope `__shared__ type name[dims];` (no initialiser), on one line.
+_SHARED = re.compile(r"(?<!extern )__shared__\s+([^;=(){}]+?)\s+(\w+)((?:\s*\[[^\]]*\])*)\s*;")
 _ERROR_BYTES = 1024
 
 
@@ -122,7 +124,10 @@ class Library:
 def translation_unit(code: str, names: list[str]) -> str:
     """The C++ that g++ builds: the emulation header, the source, and two entry points per name."""
     bounds = {kernel: expression for expression, kernel in _LAUNCH_BOUNDS.findall(code)}
-    lines = [f'#include "{HEADER}"', '#line 1 "kernel.cu"', code, 'extern "C" {']
+    registered = _SHARED.sub(
+        r"__shared__ \1 \2\3; cuda_emu::shared(&\2, sizeof(\2));", code
+    )
+    lines = [f'#include "{HEADER}"', '#line 1 "kernel.cu"', registered, 'extern "C" {']
     for i, name in enumerate(names):
         bound = bounds.get(name.split("<")[0].strip(), str(MAX_THREADS_PER_BLOCK))
         lines += [

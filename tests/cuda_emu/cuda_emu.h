@@ -2,8 +2,9 @@
 //
 // Each block's threads are cooperative fibers that run until they reach __syncthreads,
 // a warp shuffle or their end; blocks run one after another in natural, reversed or shuffled order.
-// __shared__ variables live in one ELF section that is filled with NaN bytes (0xFF) at every block
-// start, so a read before the barrier that should have ordered it shows up as NaN. A barrier that
+// __shared__ variables (block-scope declarations, registered by a statement build.py adds after
+// each) are filled with NaN bytes (0xFF) when first reached and at every block start, so a read
+// before the barrier that should have ordered it shows up as NaN. A barrier that
 // some threads reach at another line, or never reach because they exited, and a shuffle naming a
 // lane that exited or is elsewhere, end the launch with an error instead of undefined behaviour.
 // One launch runs at a time (one OS thread); atomics are therefore plain read-modify-writes.
@@ -28,12 +29,9 @@
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
 #define __restrict__ __restrict
-#define __shared__ static __attribute__((section("cuda_emu_shared")))
-#define __syncthreads() cuda_emu::sync_threads(__LINE__)
+#define __shared__ static
+#define __syncthreads() cuda_emu::sync_threads(__COUNTER__, __LINE__)
 #define __syncwarp(...) ((void)0)
-
-extern char __start_cuda_emu_shared[] __attribute__((weak, visibility("hidden")));
-extern char __stop_cuda_emu_shared[] __attribute__((weak, visibility("hidden")));
 
 namespace cuda_emu {
 
@@ -104,7 +102,8 @@ struct Fiber {
     Context context;
     Index index;
     State state;
-    int line;  // where it waits (barrier or shuffle)
+    int site;  // which barrier or shuffle it waits at (one per place in the source)
+    int line;
     unsigned int mask;
     int source_lane;
     unsigned long long value;  // a shuffle's operand, then its result (raw bytes)
@@ -123,6 +122,23 @@ static std::vector<char*> g_free_stacks;
 static char g_error[1024];
 static bool g_failed = false;
 static void (*g_thunk)(void*) = nullptr;
+
+struct SharedVariable {
+    void* address;
+    size_t bytes;
+};
+static std::vector<SharedVariable> g_shared;
+
+// Called where a __shared__ variable is declared: registers it, poisoned, the first time.
+inline void shared(void* address, size_t bytes) {
+    for (const SharedVariable& variable : g_shared) {
+        if (variable.address == address) {
+            return;
+        }
+    }
+    g_shared.push_back(SharedVariable{address, bytes});
+    std::memset(address, 0xFF, bytes);
+}
 static void* g_closure = nullptr;
 
 }  // namespace cuda_emu
@@ -158,17 +174,19 @@ static void fiber_entry() {
     yield();  // never resumed
 }
 
-inline void sync_threads(int line) {
+inline void sync_threads(int site, int line) {
     g_current->state = State::kBarrier;
+    g_current->site = site;
     g_current->line = line;
     yield();
 }
 
 template <typename T>
-inline T shuffle(unsigned int mask, T value, int source_lane, int line) {
+inline T shuffle(unsigned int mask, T value, int source_lane, int site, int line) {
     static_assert(sizeof(T) <= sizeof(unsigned long long), "shuffle of a value over 8 bytes");
     Fiber* self = g_current;
     self->state = State::kShuffle;
+    self->site = site;
     self->line = line;
     self->mask = mask;
     self->source_lane = source_lane;
@@ -244,7 +262,7 @@ static int release_shuffles(int threads) {
                 return -1;
             }
             if (other.state == State::kShuffle &&
-                (other.line != first.line || other.mask != first.mask)) {
+                (other.site != first.site || other.mask != first.mask)) {
                 fail("divergent warp shuffles in warp %d: lines %d and %d", warp_start / kWarp,
                      first.line, other.line);
                 return -1;
@@ -278,17 +296,18 @@ static int release_shuffles(int threads) {
 
 // Releases a barrier every live thread waits at; fails on a divergent or deadlocked block.
 static bool release_barrier(int threads) {
-    int line = -1, exited = -1, waiting = -1;
+    int site = -1, line = -1, exited = -1, waiting = -1;
     for (int t = 0; t < threads; ++t) {
         const Fiber& fiber = g_fibers[t];
         if (fiber.state == State::kExited) {
             exited = exited < 0 ? t : exited;
         } else if (fiber.state == State::kBarrier) {
-            if (line >= 0 && fiber.line != line) {
+            if (site >= 0 && fiber.site != site) {
                 fail("divergent __syncthreads: threads %d and %d wait at lines %d and %d", waiting,
                      t, line, fiber.line);
                 return false;
             }
+            site = fiber.site;
             line = fiber.line;
             waiting = t;
         } else {
@@ -312,8 +331,8 @@ static bool release_barrier(int threads) {
 
 static void run_block(const std::vector<int>& thread_order) {
     const int threads = (int)thread_order.size();
-    if (__start_cuda_emu_shared != __stop_cuda_emu_shared) {
-        std::memset(__start_cuda_emu_shared, 0xFF, __stop_cuda_emu_shared - __start_cuda_emu_shared);
+    for (const SharedVariable& variable : g_shared) {
+        std::memset(variable.address, 0xFF, variable.bytes);
     }
     g_fibers.assign(threads, Fiber{});
     for (int t = 0; t < threads; ++t) {
@@ -433,37 +452,37 @@ int describe(void (*)(P...), long long* out) {
 
 // -- device functions the kernels call -------------------------------------------------------------
 // Shuffles are macros so that the scheduler knows each call site (divergent shuffles are errors).
-#define __shfl_down_sync(mask, value, ...) cuda_emu::shfl_down(__LINE__, mask, value, __VA_ARGS__)
-#define __shfl_up_sync(mask, value, ...) cuda_emu::shfl_up(__LINE__, mask, value, __VA_ARGS__)
-#define __shfl_xor_sync(mask, value, ...) cuda_emu::shfl_xor(__LINE__, mask, value, __VA_ARGS__)
-#define __shfl_sync(mask, value, ...) cuda_emu::shfl(__LINE__, mask, value, __VA_ARGS__)
+#define __shfl_down_sync(mask, value, ...) cuda_emu::shfl_down(__COUNTER__, __LINE__, mask, value, __VA_ARGS__)
+#define __shfl_up_sync(mask, value, ...) cuda_emu::shfl_up(__COUNTER__, __LINE__, mask, value, __VA_ARGS__)
+#define __shfl_xor_sync(mask, value, ...) cuda_emu::shfl_xor(__COUNTER__, __LINE__, mask, value, __VA_ARGS__)
+#define __shfl_sync(mask, value, ...) cuda_emu::shfl(__COUNTER__, __LINE__, mask, value, __VA_ARGS__)
 
 namespace cuda_emu {
 
 inline int lane_id() { return linear(g_current->index) % kWarp; }
 
 template <typename T>
-inline T shfl_down(int line, unsigned int mask, T value, unsigned int delta, int width = kWarp) {
+inline T shfl_down(int site, int line, unsigned int mask, T value, unsigned int delta, int width = kWarp) {
     const int lane = lane_id();
     const int end = lane / width * width + width;
-    return shuffle(mask, value, lane + (int)delta < end ? lane + (int)delta : lane, line);
+    return shuffle(mask, value, lane + (int)delta < end ? lane + (int)delta : lane, site, line);
 }
 template <typename T>
-inline T shfl_up(int line, unsigned int mask, T value, unsigned int delta, int width = kWarp) {
+inline T shfl_up(int site, int line, unsigned int mask, T value, unsigned int delta, int width = kWarp) {
     const int lane = lane_id();
     const int begin = lane / width * width;
-    return shuffle(mask, value, lane - (int)delta >= begin ? lane - (int)delta : lane, line);
+    return shuffle(mask, value, lane - (int)delta >= begin ? lane - (int)delta : lane, site, line);
 }
 template <typename T>
-inline T shfl_xor(int line, unsigned int mask, T value, int lane_mask, int width = kWarp) {
+inline T shfl_xor(int site, int line, unsigned int mask, T value, int lane_mask, int width = kWarp) {
     const int lane = lane_id();
     const int source = lane ^ lane_mask;
-    return shuffle(mask, value, source < (lane / width + 1) * width ? source : lane, line);
+    return shuffle(mask, value, source < (lane / width + 1) * width ? source : lane, site, line);
 }
 template <typename T>
-inline T shfl(int line, unsigned int mask, T value, int source_lane, int width = kWarp) {
+inline T shfl(int site, int line, unsigned int mask, T value, int source_lane, int width = kWarp) {
     const int lane = lane_id();
-    return shuffle(mask, value, lane / width * width + source_lane % width, line);
+    return shuffle(mask, value, lane / width * width + source_lane % width, site, line);
 }
 
 }  // namespace cuda_emu

@@ -434,9 +434,9 @@ class Emulator:
 
     # -- memory ----------------------------------------------------------------------------------
     def empty(self, shape: Any, dtype: Any = float, label: str = "") -> DeviceArray:
-        if self.capturing_stream() is not None and not self.private_allocator:
-            raise CaptureError("an allocation from CuPy's shared pool during a capture: the graph "
-                               "would keep using memory the pool hands out again")
+        if not self.private_allocator:
+            self.refuse_in_capture("an allocation from CuPy's shared pool (the graph would keep "
+                                   "using memory the pool hands out again after the capture)")
         shape = (int(shape),) if np.isscalar(shape) else tuple(int(s) for s in shape)
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
