@@ -53,5 +53,6 @@ def test_cli_montage_of_dataset_files(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert out.is_file() and f"wrote {out}" in result.output
-    missing = CliRunner().invoke(montage_command, [str(tmp_path / "nope.h5"), "--out", str(out)])
+    missing = CliRunner().invoke(montage_command, [str(tmp_path / "nope.h5"), "--out",
+                                                   str(tmp_path / "other.png")])
     assert missing.exit_code == 2 and "error:" in missing.output and "nope.h5" in missing.output

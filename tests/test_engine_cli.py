@@ -171,7 +171,10 @@ def test_divergence_names_iteration_and_layer_and_keeps_the_last_snapshot(
 ) -> None:
     raw = yaml.safe_load(tiny_example.read_text())
     raw["solver"] = {"method": "sgd", "base_lr": 0.01, "momentum": 0.9,
-                     "lr_policy": {"type": "exp", "gamma": 1.5}, "max_iter": 500}
+                     "lr_policy": {"type": "staged",  # a warm-up that grows far too fast
+                                   "stages": [[400, {"type": "exp", "gamma": 1.5}],
+                                              [500, "fixed"]]},
+                     "max_iter": 500}
     raw["coffee_breaks"] = {"training_summary": {"every": 5}, "snapshot": {"every": 5}}
     diverging = tiny_example.with_name("diverging.yaml")
     diverging.write_text(yaml.safe_dump(raw))
