@@ -20,6 +20,7 @@ import numpy as np
 
 from mochapy.atomic import write_hdf5_atomically
 from mochapy.errors import DataError
+from mochapy.limits import check_hdf5_links, check_hdf5_node
 
 VALID_BANDS = (1, 3)
 
@@ -153,7 +154,7 @@ def _read_optional(f: h5py.File, name: str, rows: slice, shape: tuple[int, ...],
         return None
     if f[name].shape != shape:
         raise DataError(f"{where}: `{name}` has shape {f[name].shape}, expected {shape}")
-    return f[name][rows]
+    return check_hdf5_node(f, name, str(where), rows.stop)[rows]
 
 
 def read_dataset(path: str | os.PathLike, limit: int | None = None,
@@ -177,6 +178,7 @@ def read_dataset(path: str | os.PathLike, limit: int | None = None,
         raise DataError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
     try:
         with f:
+            check_hdf5_links(f, str(path))
             if "data" not in f or not isinstance(f["data"], h5py.Dataset):
                 raise DataError(f"{path}: no `data` dataset (found: {sorted(f.keys())})")
             shape = f["data"].shape
@@ -189,7 +191,14 @@ def read_dataset(path: str | os.PathLike, limit: int | None = None,
             if count == 0:
                 raise DataError(f"{path}: `data` holds no images (N = 0) from row {start}")
             rows = slice(start, start + count)
-            data = f["data"][rows].astype(np.float32, copy=False)
+            node = check_hdf5_node(f, "data", str(path), start + count)
+            if not np.issubdtype(node.dtype, np.floating):
+                raise DataError(
+                    f"{path}: `data` holds {node.dtype} values, not normalised floats; a galaxy "
+                    "dataset is made by `galaxy-model prepare`, which reads 8-bit images "
+                    "(and scales them to 0-1 first)"
+                )
+            data = node[rows].astype(np.float32, copy=False)
             if not np.isfinite(data).all():
                 bad = int(np.flatnonzero(~np.isfinite(data).reshape(count, -1).all(axis=1))[0])
                 raise DataError(f"{path}: `data` holds NaN or Inf values (first in image {bad})")
@@ -214,7 +223,20 @@ def read_dataset(path: str | os.PathLike, limit: int | None = None,
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise DataError(f"{path}: unreadable dataset (truncated or corrupt?): {exc}") from exc
     _validate(ds, str(path))
+    _check_scale(ds, str(path))
     return ds
+
+
+def _check_scale(ds: GalaxyDataset, where: str) -> None:
+    """A zero, negative or non-finite scale (or offset) would turn images into NaN/Inf when a
+    model maps them back to sky units: refuse it, naming the first image."""
+    for name, values in (("scale", ds.scale), ("offset", ds.offset)):
+        bad = ~np.isfinite(values) if name == "offset" else ~(np.isfinite(values) & (values > 0))
+        if bad.any():
+            row = int(np.argwhere(bad)[0, 0])
+            want = "finite" if name == "offset" else "positive and finite"
+            raise DataError(f"{where}: `{name}` must be {want} (image {row} has "
+                            f"{values[row].tolist()})")
 
 
 def _plain(value: Any) -> Any:

@@ -71,6 +71,8 @@ def wins_by_baseline_misfit(
     """
     rows = []
     for index, part in enumerate(baseline_misfit_groups(mse_baseline, groups)):
+        if not len(part):
+            continue  # fewer images than quartiles: no row for an empty one
         rows.append({
             "quartile": index + 1,
             "n_images": int(len(part)),
