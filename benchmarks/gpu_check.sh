@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The one script to run on a lent GPU machine: GPU tests, kernel compile tests, then the speed
-# benchmark, with every log and result under $OUT. Installs nothing and needs no network. Each
-# stage has its own time limit and its exit status goes to $OUT/summary.txt, and a failing stage
-# never stops the next one. The stage limits add up to 7 minutes 10 seconds.
+# The one script to run on a lent GPU machine: the GPU tests on the real device, the kernel compile
+# tests (nvcc and NVRTC), then the speed benchmark at batch 100 (mochapy gpu eager and graph,
+# PyTorch eager, torch.compile, JAX jit, the GEMM ceiling) and its batch sweep, with every log and
+# result under $OUT. Installs nothing and needs no network. Each stage has its own time limit and
+# its exit status goes to $OUT/summary.txt; a failing stage never stops the next one. The stage
+# limits add up to 9 minutes 45 seconds (one 10-minute device command).
 #
 #   OUT=/tmp/out benchmarks/gpu_check.sh        (PYTHON=... to choose the interpreter)
 #
-# Files written to $OUT: nvidia-smi.txt, env.txt, gpu_tests.log, bench.txt, bench.json,
-# summary.txt.
+# Files written to $OUT: nvidia-smi.txt, env.txt, gpu_tests.log, compile_tests.log, bench.txt,
+# bench.json, sweep.txt, sweep.json, summary.txt. tests/test_gpu_check_script.py runs this script
+# with stand-in commands and checks every command line it runs (files exist, flags parse).
 set -u
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +22,7 @@ export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 export CUPY_CACHE_DIR="${CUPY_CACHE_DIR:-/tmp/mochapy-cupy-cache}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
+export CUDA_EMU=off  # the GPU tests skip instead of falling back to the CPU emulation
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
 
@@ -37,9 +41,9 @@ stage nvidia-smi 15 "$OUT/nvidia-smi.txt" nvidia-smi
 stage environment 30 "$OUT/env.txt" "$PYTHON" -c '
 import platform, numpy
 print("python", platform.python_version(), "numpy", numpy.__version__)
-for name in ("cupy", "torch", "jax", "h5py", "yaml", "click", "tqdm"):
+for name in ("cupy", "torch", "jax", "h5py", "yaml", "click", "tqdm", "nvidia.cuda_nvrtc"):
     try:
-        module = __import__(name)
+        module = __import__(name, fromlist=["_"])
         print(name, getattr(module, "__version__", "?"))
     except Exception as error:
         print(name, "MISSING:", type(error).__name__, error)
@@ -47,13 +51,16 @@ import cupy
 print("device", cupy.cuda.runtime.getDeviceProperties(0)["name"], "runtime",
       cupy.cuda.runtime.runtimeGetVersion(), "driver", cupy.cuda.runtime.driverGetVersion())
 '
-stage gpu-tests 140 "$OUT/gpu_tests.log" "$PYTHON" -m pytest -p no:cacheprovider -m gpu -q \
-    -rs --durations=10 tests/test_gpu_kernels.py tests/test_gpu_layers.py tests/test_gpu_training.py
+stage gpu-tests 150 "$OUT/gpu_tests.log" "$PYTHON" -m pytest -p no:cacheprovider -m gpu -q \
+    -rs --durations=10 tests/test_gpu_kernels.py tests/test_gpu_layers.py \
+    tests/test_gpu_capture.py tests/test_gpu_training.py
 grep -Eq "[0-9]+ passed" "$OUT/gpu_tests.log" \
     || echo "gpu-tests: no test ran (all skipped: no usable CuPy or device?)" | tee -a "$SUMMARY"
-stage compile-tests 45 "$OUT/gpu_tests.log" "$PYTHON" -m pytest -p no:cacheprovider -q \
+stage compile-tests 60 "$OUT/compile_tests.log" "$PYTHON" -m pytest -p no:cacheprovider -q -rs \
     tests/test_kernels_compile.py
-stage benchmark 200 "$OUT/bench.txt" "$PYTHON" benchmarks/iters_per_sec.py --backend gpu \
-    --batch 100 --repeats 5 --seconds 1.5 --json "$OUT/bench.json"
+stage benchmark 150 "$OUT/bench.txt" "$PYTHON" benchmarks/iters_per_sec.py --backend gpu \
+    --batch 100 --repeats 3 --seconds 1.0 --json "$OUT/bench.json" --force
+stage sweep 180 "$OUT/sweep.txt" "$PYTHON" benchmarks/iters_per_sec.py --backend gpu --sweep \
+    --repeats 2 --seconds 0.5 --json "$OUT/sweep.json" --force
 
 echo "done; logs in $OUT" | tee -a "$SUMMARY"

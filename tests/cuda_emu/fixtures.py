@@ -3,8 +3,10 @@ emulation (skipped only where g++ is missing). Import them into a test module:
 
     from cuda_emu.fixtures import cuda_emulator, gpu_runtime  # noqa: F401
 
-The emulation's compiled kernels are cached per session in a temporary folder, or in
-$CUDA_EMU_CACHE when set (reused across sessions: the file names are content hashes).
+CUDA_EMU=off turns the fallback off (benchmarks/gpu_check.sh: tests meant for the device skip
+rather than pass on the emulation). The emulation's compiled kernels are cached per session in a
+temporary folder, or in $CUDA_EMU_CACHE when set (reused across sessions: the names are content
+hashes).
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ def gpu_runtime(request: pytest.FixtureRequest) -> Iterator[Emulator | None]:
     if REAL_GPU:
         yield None
         return
+    if os.environ.get("CUDA_EMU") == "off":
+        pytest.skip("needs CuPy and a CUDA device (CUDA_EMU=off: no emulation)")
     emulator = request.getfixturevalue("cuda_emulator")
     with emulator.installed():
         yield emulator
