@@ -326,8 +326,11 @@ class Trainer:
                 ):
                     wall = self._loop(interrupted)
             except BaseException:
-                self._discard_outputs()
+                self._discard_outputs(self.net)
                 raise
+            finally:  # validation passes write no output files: only the training net's count
+                if self._val_net is not None:
+                    self._discard_outputs(self._val_net)
             self.net.close()  # output layers' files appear now, whole
             self._finish(wall)
         result = TrainResult(self.out_dir, self.solver.iteration, wall,
@@ -388,9 +391,11 @@ class Trainer:
             bar.close()
         return time.perf_counter() - self._t0
 
-    def _discard_outputs(self) -> None:
-        """Drop what output layers wrote so far: a failed run leaves no half-filled file."""
-        for layer in self.net.layers:
+    @staticmethod
+    def _discard_outputs(net: Net) -> None:
+        """Drop what a net's output layers wrote so far: a failed run leaves no half-filled
+        file."""
+        for layer in net.layers:
             discard = getattr(layer, "discard", None)
             if discard:
                 discard()

@@ -149,6 +149,7 @@ def test_hdf5_output_lands_beside_its_yaml_whole_and_check_writes_nothing(
     raw["layers"].append({"type": "HDF5Output", "name": "save", "bottoms": ["pred"],
                           "filename": "predictions.h5"})
     raw["solver"]["max_iter"] = 5
+    raw["coffee_breaks"]["validation"]["every"] = 2  # the validation net has the layer too
     net = tiny_example.with_name("with_output.yaml")
     net.write_text(yaml.safe_dump(raw, sort_keys=False))
     elsewhere = tmp_path / "elsewhere"
