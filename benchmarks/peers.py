@@ -374,7 +374,9 @@ def build_jax_peer(
     precision = jax.config.jax_default_matmul_precision or (
         "default (TF32 on Ampere and later)" if backend == "cuda" else "default"
     )
-    threads = ", XLA uses all CPU cores" if backend == "cpu" else ""
+    single = "--xla_cpu_multi_thread_eigen=false" in os.environ.get("XLA_FLAGS", "")
+    threads = (f", XLA on {'one thread' if single else 'all CPU cores'}"
+               if backend == "cpu" else "")
     where = target.device_kind
     return Peer(
         system="jax",

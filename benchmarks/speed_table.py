@@ -1,7 +1,7 @@
 """Render a benchmarks/iters_per_sec.py JSON result as the Markdown speed tables of docs/speed.md.
 
-    python benchmarks/speed_table.py benchmarks/results/F.json                # print the tables
-    python benchmarks/speed_table.py benchmarks/results/F.json --update docs/speed.md
+    python benchmarks/speed_table.py benchmarks/results/F.json [G.json ...]   # print the tables
+    python benchmarks/speed_table.py F.json [G.json ...] --update docs/speed.md
 
 --update replaces what lies between the file's `<!-- speed-table:start -->` and
 `<!-- speed-table:end -->` lines, so the document's numbers are always the committed JSON's.
@@ -26,13 +26,14 @@ def machine_line(report: dict[str, Any]) -> str:
     virtual = f", {lscpu['Hypervisor vendor']} virtual machine" if "Hypervisor vendor" in lscpu \
         else ""
     settings = report["settings"]
+    threads = settings.get("threads", cpu["cores"])
     loads = (report.get("load_average_before", [None])[0],
              report.get("load_average_after", [None])[0])
     load = "" if None in loads else (f"; 1-minute load average {loads[0]:.1f} before the run and "
                                      f"{loads[1]:.1f} after (2.0 = both cores busy)")
     return (f"`{Path(report.get('source', 'the run')).name}`, {report.get('date', 'undated')}: "
             f"{lscpu.get('Model name', cpu['cpu'])}, {cpu['cores']} cores{virtual}"
-            f"{', ' + caches if caches else ''}; {settings.get('threads', cpu['cores'])} threads "
+            f"{', ' + caches if caches else ''}; {threads} thread{'s' if threads != 1 else ''} "
             f"per system; {settings['repeats']} interleaved rounds of about "
             f"{settings['seconds']:g} s per system{load}.")
 
@@ -51,7 +52,7 @@ def comparison_table(comparison: dict[str, Any]) -> str:
     for r in comparison["rows"]:
         label = r["label"]
         if r["system"] == "gemm-ceiling":
-            label += f" ({r['gemm_gflop_per_sec']:.0f} GFLOP/s)"
+            label += f" ({r['gemm_gflop_per_sec']:.3g} GFLOP/s)"
         bold = "**" if r["system"] == "mochapy" else ""
         lines.append(f"| {bold}{label}{bold} | {bold}{r['iters_per_sec']:.1f}{bold} | "
                      f"{r['lowest']:.1f}–{r['highest']:.1f} | {r['images_per_sec']:.0f} | "
@@ -121,20 +122,28 @@ def update(document: Path, tables: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("result", type=Path, help="a JSON file written by iters_per_sec.py")
+    parser.add_argument("results", type=Path, nargs="+",
+                        help="JSON files written by iters_per_sec.py, rendered in this order")
     parser.add_argument("--update", type=Path, default=None,
                         help="write the tables into this Markdown file's marked block")
     args = parser.parse_args(argv)
+    blocks = []
+    for result in args.results:
+        try:
+            report = json.loads(result.read_text(encoding="utf-8"))
+            report.setdefault("source", str(result))
+            blocks.append(render(report))
+        except (OSError, ValueError, KeyError) as error:
+            print(f"error: {result}: {type(error).__name__}: {error}", file=sys.stderr)
+            return 2
+    tables = "\n\n---\n\n".join(blocks)
     try:
-        report = json.loads(args.result.read_text(encoding="utf-8"))
-        report.setdefault("source", str(args.result))
-        tables = render(report)
         if args.update:
             update(args.update, tables)
         else:
             print(tables)
-    except (OSError, ValueError, KeyError) as error:
-        print(f"error: {args.result}: {type(error).__name__}: {error}", file=sys.stderr)
+    except (OSError, ValueError) as error:
+        print(f"error: {args.update}: {error}", file=sys.stderr)
         return 2
     return 0
 

@@ -185,4 +185,4 @@ def test_benchmark_profiles_times_interleaved_and_renders_the_docs_table(tmp_pat
     assert tables.main([str(result), "--update", str(document)]) == 0
     text = document.read_text()
     assert "old" not in text and text.endswith(f"{tables.END}\nafter\n")
-    assert "| **mochapy cpu** |" in text and "GEMM ceiling (" in text and "1 threads" in text
+    assert "| **mochapy cpu** |" in text and "GEMM ceiling (" in text and "1 thread per" in text

@@ -2,8 +2,9 @@
 compiler and cached, as the GPU backend builds kernels/*.cu with NVRTC.
 
 NumPy makes one pass over memory per operation. Adam over the poster net's 1.87M parameters is a
-dozen such passes, and the Gaussian reconstruction loss five; one compiled pass each, split over
-the cores (ctypes releases the GIL during a call), takes a fraction of the time. Without a C
+dozen such passes, the Gaussian reconstruction loss five, InnerProduct's bias, neuron and bias
+gradient three or four; one compiled pass each, split over the cores (ctypes releases the GIL
+during a call), takes a fraction of the time. Without a C
 compiler, or with MOCHAPY_CPU_KERNELS=0, the CPU backend runs its NumPy paths, which compute the
 same values and are what the tests check these loops against.
 """
