@@ -75,7 +75,7 @@ class GaussianFit:
         y_stddev, theta); x_stddev >= y_stddev, theta in (-π/2, π/2] is the angle of the major
         axis counter-clockwise from +x, as astropy.modeling.models.Gaussian2D defines them.
     model: the fitted x̂, shaped like the input minus a singleton band axis.
-    mse: (N,) mean squared residual over the pixels that entered the fit.
+    mse: (N,) mean squared residual (unweighted) over the pixels that entered the fit.
     converged: (N,) whether Levenberg-Marquardt met its tolerance (for every band).
 
     With bright neighbours at the edge, the least-squares optimum can be a limit of Gaussians
@@ -126,13 +126,43 @@ def gaussian2d_image(params: np.ndarray, height: int, width: int) -> np.ndarray:
     return params[..., 0, None, None] * np.exp(-0.5 * quadratic)
 
 
+def pixel_weights(
+    shape: tuple[int, ...], ivar: np.ndarray | None, mask: np.ndarray | None
+) -> np.ndarray | None:
+    """Each pixel's least-squares weight: ivar (or 1) where mask is 0 and ivar > 0, else 0.
+
+    None when neither is given (every pixel weighs 1). ivar must be finite and >= 0 (0: no
+    information) and, like mask, broadcastable to `shape`.
+    """
+    if ivar is None and mask is None:
+        return None
+    weights = np.ones(shape)
+    for name, array in (("ivar", ivar), ("mask", mask)):
+        if array is None:
+            continue
+        try:
+            array = np.broadcast_to(np.asarray(array, dtype=np.float64), shape)
+        except ValueError:
+            raise DataError(
+                f"{name}: shape {np.shape(array)} does not match images {shape}"
+            ) from None
+        if name == "mask":
+            weights = np.where(array == 0, weights, 0.0)
+            continue
+        if not np.all(np.isfinite(array)) or np.any(array < 0):
+            raise DataError("ivar: holds negative, NaN or Inf values (use 0 for no information)")
+        weights = weights * array
+    return weights
+
+
 def fit_gaussian2d(
     images: np.ndarray,
     mask: np.ndarray | None = None,
     max_iter: int = 200,
     progress: bool = False,
+    ivar: np.ndarray | None = None,
 ) -> GaussianFit:
-    """Fit a scaled bivariate Gaussian to every image by least squares.
+    """Fit a scaled bivariate Gaussian to every image by (weighted) least squares.
 
     images: (N, H, W) or (N, C, H, W). With C = 1 the result is as for (N, H, W); with C > 1
         every band gets its own Gaussian (params (N, C, 6), model (N, C, H, W)).
@@ -140,19 +170,15 @@ def fit_gaussian2d(
         the fit (the dataset file's convention, 1 = bad). The model still covers every pixel.
     max_iter: Levenberg-Marquardt iterations per start.
     progress: show a progress bar (per batch of BATCH_IMAGES fits) on a terminal.
+    ivar: optional inverse variances like mask: each residual is weighted by its ivar (the
+        maximum-likelihood fit under known Gaussian noise); pixels with ivar 0 are left out.
     """
     images = np.asarray(images)
     if images.ndim not in (3, 4) or images.shape[0] == 0:
         raise DataError(f"images: expected (N, H, W) or (N, C, H, W), got shape {images.shape}")
-    weights = None
-    if mask is not None:
-        try:
-            weights = np.broadcast_to(np.asarray(mask) == 0, images.shape)
-        except ValueError:
-            raise DataError(
-                f"mask: shape {np.shape(mask)} does not match images {images.shape}"
-            ) from None
-        images = np.where(weights, images, 0.0)
+    weights = pixel_weights(images.shape, ivar, mask)
+    if weights is not None:
+        images = np.where(weights > 0, images, 0.0)
     if not np.all(np.isfinite(images)):
         raise DataError("images: contain NaN or Inf outside the mask of bad pixels")
     per_band_shape = images.shape[:-2]
@@ -191,9 +217,9 @@ def fit_gaussian2d(
     if flat_weights is None:
         mse = squared_residual.reshape(n_images, -1).mean(axis=1)
     else:
-        used_pixels = flat_weights.reshape(n_images, -1).sum(axis=1)
-        weighted = (flat_weights * squared_residual).reshape(n_images, -1).sum(axis=1)
-        mse = weighted / np.maximum(used_pixels, 1.0)
+        used = (flat_weights > 0).reshape(n_images, -1)
+        used_residual = np.where(used, squared_residual.reshape(n_images, -1), 0.0)
+        mse = used_residual.sum(axis=1) / np.maximum(used.sum(axis=1), 1.0)
     model = model.reshape(per_band_shape + (height, width))
     converged = converged.reshape(n_images, -1).all(axis=1)
     if images.ndim == 4 and images.shape[1] == 1:
@@ -329,6 +355,12 @@ class _GaussianMoments:
         table = np.einsum("kra,rb->kab", by_row, self.row_powers[:, :powers])
         count = len(_QUADRATIC) if degree == 2 else len(_MONOMIALS)
         return table[:, _MONOMIAL_X[:count], _MONOMIAL_Y[:count]]
+
+    @staticmethod
+    def constrain(theta: np.ndarray) -> np.ndarray:
+        """Keep the log of the Cholesky diagonal within ±LOG_SCALE_LIMIT (see there)."""
+        theta[:, 3::2] = np.clip(theta[:, 3::2], -LOG_SCALE_LIMIT, LOG_SCALE_LIMIT)
+        return theta
 
     def best_log_amplitude(self, rows: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """log of the |amplitude| factor that minimises each row's squared error, and its sign.
@@ -478,7 +510,8 @@ def _fit_best_of_starts(
 
     Returns natural parameters (n, 6), signs (n,) and converged (n,).
     """
-    starts = _starts(images, weights, height, width)
+    used = None if weights is None else (weights > 0).astype(np.float64)
+    starts = _starts(images, used, height, width)
     n_images, n_starts = len(images), len(starts)
     theta0 = np.concatenate(starts)
     rows = np.arange(len(theta0))
@@ -486,7 +519,7 @@ def _fit_best_of_starts(
     problem = _GaussianMoments(images, weights, signs, height, width, pool, workers)
     log_factor, signs[:] = problem.best_log_amplitude(rows, theta0).T
     theta0[:, 0] += log_factor
-    theta, cost, converged = _levenberg_marquardt(problem, theta0, max_iter, n_starts)
+    theta, cost, converged = levenberg_marquardt(problem, theta0, max_iter, n_starts)
     cost = np.where(np.isfinite(cost), cost, np.inf).reshape(n_starts, n_images)
     best = np.argmin(cost, axis=0)
     pick = best * n_images + np.arange(n_images)
@@ -518,18 +551,21 @@ def _retire_duplicates(
     return np.flatnonzero(retire.reshape(-1))
 
 
-def _levenberg_marquardt(
-    problem: _GaussianMoments, theta: np.ndarray, max_iter: int, n_starts: int = 1
+def levenberg_marquardt(
+    problem, theta: np.ndarray, max_iter: int, n_starts: int = 1, ftol: float = FTOL
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Minimise every row's cost at once; damping and stopping are per row.
 
     Marquardt's scaled damping (JᵀJ + λ diag JᵀJ) δ = -Jᵀr with Nielsen's update of λ. Only
     the rows still iterating are evaluated. With n_starts > 1, rows are start-major starts of
-    the same images, and a start that merges into a better one stops (_retire_duplicates).
+    the same images, and a start that merges into a better one stops (_retire_duplicates, for
+    the Gaussian's parameters). `problem` gives evaluate(rows, theta) -> (cost (k,), JᵀWJ
+    (k, p, p), JᵀWr (k, p)) and constrain(theta), which keeps a trial step's parameters in
+    range (the Gaussian's and the Sérsic's fits share this loop).
     Returns theta, cost (½ Σ w r²), converged (False for retired rows).
     """
     theta = theta.copy()
-    n = len(theta)
+    n, p = theta.shape
     damping = np.full(n, INITIAL_DAMPING)
     growth = np.full(n, 2.0)
     cost, normal, gradient = problem.evaluate(np.arange(n), theta)
@@ -544,10 +580,9 @@ def _levenberg_marquardt(
         diagonal = np.diagonal(normal[rows], axis1=1, axis2=2)
         diagonal = np.maximum(diagonal, DIAGONAL_FLOOR * diagonal.max(axis=1, keepdims=True))
         diagonal = np.where(diagonal > 0, diagonal, 1.0)
-        damped = normal[rows] + (damping[rows, None] * diagonal)[:, :, None] * np.eye(6)
+        damped = normal[rows] + (damping[rows, None] * diagonal)[:, :, None] * np.eye(p)
         step = np.linalg.solve(damped, -gradient[rows][:, :, None])[:, :, 0]
-        trial = theta[rows] + step
-        trial[:, 3::2] = np.clip(trial[:, 3::2], -LOG_SCALE_LIMIT, LOG_SCALE_LIMIT)
+        trial = problem.constrain(theta[rows] + step)
         trial_cost, trial_normal, trial_gradient = problem.evaluate(rows, trial)
         # Predicted reduction of the linearised model: ½ δᵀJᵀJδ + λ δᵀDδ (>= 0).
         predicted = 0.5 * np.einsum("ki,kij,kj->k", step, normal[rows], step)
@@ -555,7 +590,7 @@ def _levenberg_marquardt(
         actual = cost[rows] - trial_cost
         accepted = np.isfinite(trial_cost) & (actual > 0)
         ratio = np.where(predicted > 0, actual / np.where(predicted > 0, predicted, 1.0), 0.0)
-        tolerance = FTOL * cost[rows]
+        tolerance = ftol * cost[rows]
         done = (np.abs(actual) <= tolerance) & (predicted <= tolerance) & (ratio <= 2.0)
         done |= ~np.isfinite(step).all(axis=1)
 

@@ -85,6 +85,49 @@ def likelihood_win(
     )
 
 
+def weighted_per_image_mse(x: np.ndarray, prediction: np.ndarray, weights: np.ndarray,
+                           name: str = "prediction") -> np.ndarray:
+    """Σ w (x - prediction)² / (number of pixels with w > 0) per image, (N,): with w = ivar,
+    the mean squared residual in units of each pixel's noise variance (chi² per used pixel)."""
+    x = _per_image("x", x)
+    prediction = _per_image(name, prediction, like=x)
+    weights = _per_image("weights", weights, like=x)
+    used = np.maximum((weights > 0).sum(axis=1), 1)
+    return np.sum(weights * (x - prediction) ** 2, axis=1) / used
+
+
+def noise_gaussian_loglik(x: np.ndarray, mu: np.ndarray, sd: np.ndarray,
+                          weights: np.ndarray) -> np.ndarray:
+    """Σ over pixels with weight > 0 of log N(x; mu, sd²), per image, (N,)."""
+    x = _per_image("x", x)
+    mu, sd = _per_image("mu", mu, like=x), _per_image("sd", sd, like=x)
+    used = _per_image("weights", weights, like=x) > 0
+    if np.any(sd[used] <= 0):
+        raise DataError("sd: standard deviations must be positive")
+    z = (x - mu) / np.where(used, sd, 1.0)
+    terms = -0.5 * _LOG_2PI - np.log(np.where(used, sd, 1.0)) - 0.5 * z * z
+    return np.sum(np.where(used, terms, 0.0), axis=1)
+
+
+def best_scale_noise_loglik(x: np.ndarray, baseline_model: np.ndarray,
+                            weights: np.ndarray) -> np.ndarray:
+    """max over s > 0 of Σ_used log N(x; x̂, s²/w), per image, (N,): the baseline with the
+    known noise map (w = ivar) up to one free scale, the weighted analogue of the best σ.
+
+    With m used pixels and S = Σ w r², the maximum is at ŝ² = S/m:
+    -m/2 (log 2π + log ŝ² + 1) + ½ Σ_used log w.
+    """
+    x = _per_image("x", x)
+    baseline_model = _per_image("baseline_model", baseline_model, like=x)
+    weights = _per_image("weights", weights, like=x)
+    used = weights > 0
+    m = used.sum(axis=1)
+    best_scale = np.sum(weights * (x - baseline_model) ** 2, axis=1) / np.maximum(m, 1)
+    log_weights = np.sum(np.log(np.where(used, weights, 1.0)), axis=1)
+    with np.errstate(divide="ignore"):
+        return -0.5 * m * (_LOG_2PI + np.log(best_scale) + 1.0) + 0.5 * log_weights
+
+
 def kl_diag_gaussian_to_standard(mu: np.ndarray, sd: np.ndarray) -> np.ndarray:
     """KL(N(mu, diag sd²) || N(0, I)) = ½ Σ (mu² + sd² - 2 log sd - 1) per row, (N,)."""
     mu = _per_image("mu", mu)
@@ -183,4 +226,21 @@ def markdown_table(summary: dict, label: str) -> str:
     ]
     lines = [f"| | {label} | poster |", "|---|---:|---:|"]
     lines += [f"| {name} | {ours} | {poster} |" for name, ours, poster in rows]
+    return "\n".join(lines) + "\n"
+
+
+def comparisons_table(summary: dict) -> str:
+    """A Markdown table of summary["comparisons"]: the two win fractions against each baseline,
+    unweighted (the poster's form) and ivar-weighted, for all bands and each band."""
+    lines = ["| baseline | weighting | band | images | MSE wins | likelihood wins | "
+             "median MSE: VAE / baseline |", "|---|---|---|---:|---:|---:|---:|"]
+    for baseline, weightings in summary.get("comparisons", {}).items():
+        for weighting, bands in weightings.items():
+            for band, row in bands.items():
+                lines.append(
+                    f"| {baseline} | {weighting} | {band} | {row['n_images']} | "
+                    f"{100 * row['mse_win_fraction']:.1f}% | "
+                    f"{100 * row['likelihood_win_fraction']:.1f}% | "
+                    f"{row['median_mse_model']:.3g} / {row['median_mse_baseline']:.3g} |"
+                )
     return "\n".join(lines) + "\n"
