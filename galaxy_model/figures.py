@@ -75,12 +75,33 @@ def display_limits(images: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def to_display(images: np.ndarray, sky: np.ndarray, scale: float) -> np.ndarray:
-    """(K, C, H, W) -> asinh-stretched (K, H, W) grey or (K, H, W, 3) RGB, in [0, 1]."""
+    """(K, C, H, W) -> asinh-stretched (K, H, W) grey or (K, H, W, 3) RGB, in [0, 1].
+
+    Colour (bands stored red first, e.g. i, r, g) follows the SDSS / Galaxy Zoo convention:
+    astropy.visualization.make_lupton_rgb's asinh stretch of the summed intensity, which keeps
+    each pixel's colour where a per-band stretch would wash bright cores out to white."""
     t = np.clip((images - sky[:, None, None]) / scale, 0.0, None)
+    if t.shape[-3] == 3:
+        return lupton_rgb(t)
     stretched = np.clip(np.arcsinh(ASINH_SOFTENING * t) / np.arcsinh(ASINH_SOFTENING), 0.0, 1.0)
-    if stretched.shape[-3] == 1:
-        return stretched[..., 0, :, :]
-    return np.moveaxis(stretched, -3, -1)
+    return stretched[..., 0, :, :]
+
+
+def lupton_rgb(intensity: np.ndarray) -> np.ndarray:
+    """(..., 3, H, W) sky-subtracted intensities, white near 1 -> (..., H, W, 3) RGB in [0, 1]."""
+    from astropy.visualization import make_lupton_rgb
+
+    flat = intensity.reshape(-1, *intensity.shape[-3:])
+    # asinh(Q I / stretch) / Q with Q / stretch = ASINH_SOFTENING and Q = asinh(ASINH_SOFTENING):
+    # the grey stretch's curve, white at I = 1
+    softening = float(np.arcsinh(ASINH_SOFTENING))
+    with np.errstate(invalid="ignore", divide="ignore"):  # black pixels: 0 / 0 inside astropy
+        rgb = np.stack([
+            make_lupton_rgb(image[0], image[1], image[2], minimum=0.0,
+                            stretch=softening / ASINH_SOFTENING, Q=softening) / 255.0
+            for image in flat
+        ])
+    return rgb.reshape(*intensity.shape[:-3], *intensity.shape[-2:], 3)
 
 
 def _show(ax, display_image: np.ndarray, **kwargs):
