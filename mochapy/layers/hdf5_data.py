@@ -54,7 +54,9 @@ def read_rows(path: str, dataset: str, limit: int, where: str) -> np.ndarray:
                 raise DataError(f"{where}: {path}:{dataset} is empty or not an array")
             if not np.issubdtype(node.dtype, np.number):
                 raise DataError(f"{where}: {path}:{dataset} is not numeric ({node.dtype})")
-            if not np.issubdtype(node.dtype, np.floating):
+            # integers: 8-bit images by mistake, except bad-pixel flags (`mask`, 1 = bad), whose
+            # values are exact in any float type
+            if not np.issubdtype(node.dtype, np.floating) and dataset != "mask":
                 raise DataError(
                     f"{where}: {path}:{dataset} holds integers ({node.dtype}); HDF5Data reads "
                     "floating-point data as stored, so convert it first (0-255 images: divide "
