@@ -258,15 +258,16 @@ def to_internal(public: np.ndarray) -> np.ndarray:
     return theta
 
 
-def _starts(images: np.ndarray, used: np.ndarray | None, height: int, width: int,
+def _starts(images: np.ndarray, weights: np.ndarray | None, height: int, width: int,
             kernel: np.ndarray) -> np.ndarray:
-    """Public parameters (n, 8): the least-squares Gaussian (galaxy_model.baseline, best of four
-    starts) as the Sérsic of n = 1/2 it equals (r_eff = sqrt(2 ln 2) sigma), or, where that fit
+    """Public parameters (n, 8): the Gaussian fit, weighted alike (galaxy_model.baseline, best of
+    four starts) as the Sérsic of n = 1/2 it equals (r_eff = sqrt(2 ln 2) sigma), or, where that fit
     ran off, the moments of the image's squared positive pixels with n = START_N; then the best
     amplitude and sky under the PSF."""
+    used = None if weights is None else (weights > 0).astype(np.float64)
     start = _moment_starts(images, used, height, width)
-    gaussian = fit_gaussian2d(images.reshape(-1, height, width),
-                              mask=None if used is None else (used == 0).reshape(-1, height, width))
+    gaussian = fit_gaussian2d(images.reshape(-1, height, width), ivar=None if weights is None
+                              else weights.reshape(-1, height, width))
     amplitude, x_mean, y_mean, major, minor, angle = gaussian.params.T
     sane = (np.isfinite(gaussian.params).all(axis=1) & (amplitude > 0)
             & (x_mean >= 0) & (x_mean <= width - 1) & (y_mean >= 0) & (y_mean <= height - 1)
@@ -358,8 +359,7 @@ def fit_sersic(
             part_weights = None if flat_weights is None else flat_weights[part]
             problem = _SersicProblem(flat[part], part_weights, height, width, kernel, pool,
                                      workers)
-            start = to_internal(_starts(flat[part], None if used is None else used[part],
-                                        height, width, kernel))
+            start = to_internal(_starts(flat[part], part_weights, height, width, kernel))
             theta[part], _, converged[part] = levenberg_marquardt(
                 problem, problem.constrain(start), max_iter, ftol=FTOL
             )
