@@ -137,3 +137,31 @@ def test_beta_and_mean_sd_act_on_used_pixels_only(rng, engine):
     expected = np.where(used, (bottoms["mu"] - bottoms["x"]) / 0.25 / N, 0.0)
     np.testing.assert_allclose(fixed["mu"], expected, rtol=1e-12)
     assert math.isfinite(float(fixed["sigma"].sum()))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["ivar+mask", "noise", "mask"])
+def test_cuda_kernel_matches_the_cpu_path(name, rng, engine, gpu_runtime):
+    """The CUDA kernel (on a device, else the CUDA emulation) against the CPU path, float64,
+    every gradient poisoned with NaN first (an unused pixel's zero must be written)."""
+    from mochapy.backends import CPUBackend
+    from mochapy.backends.gpu import GPUBackend
+
+    gpu = GPUBackend("float64")
+    bottoms = survey_bottoms(rng)
+    names = ["mu", "sigma", "x"]
+    names += ["ivar"] * bool(OPTIONS[name].get("ivar_bottom"))
+    names += ["mask"] * bool(OPTIONS[name].get("mask_bottom"))
+    config = engine.make_config("GaussianReconLoss", name="recon", bottoms=names, weight=0.6,
+                                **OPTIONS[name])
+    inputs = {k: bottoms[k] for k in names}
+    cpu = engine.LayerHarness(config, inputs, backend=CPUBackend("float64"),
+                              grad_bottoms=("mu", "sigma"))
+    device = engine.LayerHarness(config, inputs, backend=gpu, grad_bottoms=("mu", "sigma"))
+    for blob in device.layer.bottoms[:2]:
+        blob.diff.fill(np.nan)
+    expected, got = cpu.gradients(), device.gradients()
+    assert float(gpu.to_host(device.layer.loss_value)[0]) == pytest.approx(cpu.layer.loss,
+                                                                          rel=1e-11)
+    for key in ("mu", "sigma"):
+        np.testing.assert_allclose(gpu.to_host(got[key]), expected[key], rtol=1e-11, atol=1e-14)
