@@ -219,10 +219,9 @@ class Stream:
 
     _ids = itertools.count(0x5000)
 
-    def __init__(self, emulator: Emulator, null: bool = False, non_blocking: bool = False) -> None:
+    def __init__(self, emulator: Emulator, null: bool = False) -> None:
         self.emulator = emulator
         self.ptr = 0 if null else next(self._ids)
-        self.non_blocking = non_blocking
         self.records: list[tuple[Callable[[], None], str, tuple[Allocation, ...]]] | None = None
         self.invalidated: str | None = None
         self._previous: list[Stream] = []
@@ -276,7 +275,8 @@ class Graph:
 
 
 class MemoryPool:
-    """cupy.cuda.MemoryPool: `malloc` marks allocations as coming from a private pool."""
+    """cupy.cuda.MemoryPool: only its `malloc`, handed to `using_allocator`, is used; inside that
+    block the emulator counts allocations as private (see Emulator.empty)."""
 
     def malloc(self, size: int) -> None:
         raise EmulationError("the emulation allocates through cupy.empty, not MemoryPool.malloc")
@@ -537,8 +537,8 @@ class Emulator:
         finally:
             self.private_allocator -= 1
 
-    def _new_stream(self, null: bool = False, non_blocking: bool = False, ptr: int = 0) -> Stream:
-        stream = Stream(self, null=null, non_blocking=non_blocking)
+    def _new_stream(self, null: bool = False) -> Stream:
+        stream = Stream(self, null=null)
         self._streams.append(stream)
         return stream
 
@@ -552,20 +552,13 @@ class Emulator:
         cupy.ones = lambda shape, dtype=float, order="C": emulator.full(shape, 1, dtype)
         cupy.full = lambda shape, fill_value, dtype=None: emulator.full(shape, fill_value, dtype)
         cupy.asarray = lambda values, dtype=None: emulator.asarray(values, dtype)
-        cupy.array = lambda values, dtype=None, copy=True: emulator.asarray(values, dtype).copy()
-        cupy.asnumpy = lambda array, stream=None: array.get() if isinstance(
-            array, DeviceArray) else np.asarray(array)
         cupy.RawModule = lambda code=None, **kwargs: RawModule(emulator, code, **kwargs)
-        for name in ("add", "subtract", "multiply", "divide", "negative", "sqrt", "exp", "log",
-                     "sign", "maximum", "minimum", "isfinite", "isnan", "abs", "matmul", "square",
-                     "tanh", "float32", "float64", "int32", "int64", "uint64", "uint8", "dtype",
-                     "dot", "sum", "concatenate", "stack", "where", "clip", "power", "true_divide",
-                     "log1p", "expm1", "mean", "all", "any", "newaxis"):
-            setattr(cupy, name, getattr(np, name))
+        # Everything else (ufuncs such as add or isfinite, dtypes) is NumPy's: ufuncs dispatch
+        # to DeviceArray.__array_ufunc__, so they run or are recorded like CuPy's kernels.
+        cupy.__getattr__ = lambda name: getattr(np, name)
 
         cuda = types.ModuleType("cupy.cuda")
-        cuda.Stream = lambda null=False, non_blocking=False, ptr=0: emulator._new_stream(
-            null, non_blocking)
+        cuda.Stream = lambda null=False, non_blocking=False: emulator._new_stream(null)
         cuda.get_current_stream = lambda: emulator.current_stream
         cuda.MemoryPool = MemoryPool
         cuda.using_allocator = emulator._using_allocator
@@ -582,7 +575,6 @@ class Emulator:
             driverGetVersion=lambda: 12080,
         )
         cuda.device = types.SimpleNamespace(get_cublas_handle=emulator.load_cublas)
-        cuda.graph = types.SimpleNamespace(Graph=Graph)
         cupy.cuda = cuda
 
         cupyx = types.ModuleType("cupyx")
