@@ -15,8 +15,9 @@ from typing import Any
 
 import yaml
 
+from mochapy.coffee import CoffeeConfig, parse_coffee
 from mochapy.data_sources import source_scheme
-from mochapy.errors import ConfigError, TopologyError
+from mochapy.errors import ConfigError, TopologyError, require_int
 from mochapy.layers import LAYER_TYPES, LayerConfig
 from mochapy.limits import read_text_bounded
 from mochapy.net import topological_order
@@ -27,28 +28,6 @@ TOP_LEVEL = (
     "description", "init_from", "init_from_partial", "extends", "set", "add_layers", "stages",
 )
 STAGE_FIELDS = ("name", "set", "train_only")
-COFFEE_FIELDS = {
-    "training_summary": ("every",),
-    "snapshot": ("every", "keep"),
-    "validation": ("every", "source", "batch_size", "max_batches", "data_layer"),
-}
-
-
-@dataclass(frozen=True)
-class ValidationConfig:
-    every: int
-    source: str
-    data_layer: str
-    batch_size: int = 0
-    max_batches: int = 0
-
-
-@dataclass(frozen=True)
-class CoffeeConfig:
-    summary_every: int = 100
-    snapshot_every: int = 1000
-    keep_snapshots: int = 3
-    validation: ValidationConfig | None = None
 
 
 @dataclass
@@ -103,12 +82,6 @@ class Stage:
     config: RunConfig
 
 
-def _int(value: Any, where: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{where}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def parse_layers(entries: Any, where: str, base_dir: str) -> list[LayerConfig]:
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{where}: 'layers' must be a non-empty list")
@@ -134,47 +107,6 @@ def parse_layers(entries: Any, where: str, base_dir: str) -> list[LayerConfig]:
             fields["base_dir"] = base_dir
         layers.append(cls.from_mapping(fields, where))
     return layers
-
-
-def parse_coffee(spec: Any, where: str, layers: list[LayerConfig]) -> CoffeeConfig:
-    if spec is None:
-        return CoffeeConfig()
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: 'coffee_breaks' must be a mapping")
-    values: dict[str, Any] = {}
-    for key, body in spec.items():
-        if key not in COFFEE_FIELDS:
-            raise ConfigError(
-                f"{where}: coffee_breaks: unknown break {key!r}; known: {', '.join(COFFEE_FIELDS)}"
-            )
-        label = f"{where}: coffee_breaks.{key}"
-        if body is None:
-            continue  # dropped (e.g. by a stage's `set: {coffee_breaks.validation: null}`)
-        if not isinstance(body, dict):
-            raise ConfigError(f"{label}: expected a mapping")
-        unknown = set(body) - set(COFFEE_FIELDS[key])
-        if unknown:
-            raise ConfigError(f"{label}: unknown field {sorted(unknown, key=str)[0]!r}")
-        every = _int(body.get("every"), f"{label}.every", 1)
-        if key == "training_summary":
-            values["summary_every"] = every
-        elif key == "snapshot":
-            values["snapshot_every"] = every
-            values["keep_snapshots"] = _int(body.get("keep", 3), f"{label}.keep", 1)
-        else:
-            source = body.get("source")
-            if not isinstance(source, str) or not source:
-                raise ConfigError(f"{label}.source: must name an HDF5 file or builtin split")
-            data_layers = [c.name for c in layers if c.type_name == "HDF5Data"]
-            data_layer = body.get("data_layer", data_layers[0] if data_layers else None)
-            if data_layer not in data_layers:
-                raise ConfigError(f"{label}.data_layer: {data_layer!r} is not an HDF5Data layer")
-            values["validation"] = ValidationConfig(
-                every=every, source=source, data_layer=data_layer,
-                batch_size=_int(body.get("batch_size", 0), f"{label}.batch_size"),
-                max_batches=_int(body.get("max_batches", 0), f"{label}.max_batches"),
-            )
-    return CoffeeConfig(**values)
 
 
 def parse_config(raw: Any, path: str, text: str = "") -> RunConfig:
@@ -236,7 +168,7 @@ def parse_config(raw: Any, path: str, text: str = "") -> RunConfig:
         layers=layers,
         solver=SolverConfig.from_mapping(raw.get("solver", {}), f"{where}: solver"),
         coffee=parse_coffee(raw.get("coffee_breaks"), where, layers),
-        seed=_int(raw.get("seed", 0), f"{where}: seed"),
+        seed=require_int(raw.get("seed", 0), f"{where}: seed"),
         backend=backend,
         dtype=dtype,
         roles=roles,

@@ -4,6 +4,8 @@ Every error raised for bad input derives from MochaError; the command-line front
 message as one line and exit non-zero, without a traceback.
 """
 
+from typing import Any
+
 
 class MochaError(Exception):
     """Base of every user-facing error: the message alone must tell what is wrong and where."""
@@ -27,3 +29,10 @@ class DivergenceError(MochaError):
 
 class BackendError(MochaError):
     """The requested compute backend is unavailable (e.g. `gpu` without CuPy or a device)."""
+
+
+def require_int(value: Any, where: str, minimum: int = 0) -> int:
+    """`value` if it is an integer >= minimum (not a bool), else a ConfigError naming `where`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where}: expected an integer >= {minimum}, got {value!r}")
+    return value

@@ -33,7 +33,7 @@ from mochapy.atomic import (
     write_text_atomically,
 )
 from mochapy.backends import get_backend
-from mochapy.coffee import CoffeeLounge, Snapshot, TrainingSummary, ValidationPerformance
+from mochapy.coffee import BreakContext, CoffeeLounge, TrainingSummary, compose_breaks
 from mochapy.config import RunConfig
 from mochapy.errors import ConfigError, DivergenceError, MochaError
 from mochapy.net import Net
@@ -146,7 +146,7 @@ class Trainer:
         self._loss_count = 0
         self._val_net: Net | None = None
 
-    # -- helpers used by coffee breaks ----------------------------------------------------------
+    # -- what coffee breaks see, through their BreakContext -------------------------------------
     def log(self, line: str) -> None:
         self.echo(line)
         with open(os.path.join(self.out_dir, "log.txt"), "a", encoding="utf-8") as handle:
@@ -211,12 +211,12 @@ class Trainer:
         self.backend = get_backend(self.backend_name, cfg.dtype)
         self.net = Net(cfg.name, self.backend, cfg.layers, seed=cfg.seed, phase="train")
         self.solver = make_solver(cfg.solver, self.net)
-        breaks: list[Any] = [TrainingSummary(cfg.coffee.summary_every)]
-        if cfg.coffee.validation:
-            breaks.append(ValidationPerformance(cfg.coffee.validation.every,
-                                                cfg.coffee.validation.max_batches))
-        breaks.append(Snapshot(cfg.coffee.snapshot_every))
-        self.breaks = breaks
+        self.breaks = compose_breaks(cfg.coffee)
+        self.coffee_context = BreakContext(
+            net=self.net, lounge=self.lounge, log=self.log, solver=self.solver,
+            snapshot=self.save_snapshot, take_mean_loss=self.take_mean_loss,
+            iters_per_sec=self.iters_per_sec, validation_net=self.validation_net,
+        )
         if cfg.coffee.validation:
             self.validation_net()  # a bad validation source fails now, not hours into the run
         # a missing or mismatched init_from too (--resume reads it only if no snapshot is left)
@@ -378,7 +378,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss:.4g}")
                 for coffee in self.breaks:
                     if coffee.due(iteration):
-                        coffee.run(self, iteration)
+                        coffee.run(self.coffee_context, iteration)
                 if interrupted:
                     path = self.save_snapshot()
                     raise MochaError(
@@ -448,7 +448,7 @@ class Trainer:
     def _finish(self, wall: float) -> None:
         iteration = self.solver.iteration
         if self._loss_count:
-            TrainingSummary(1).run(self, iteration)
+            TrainingSummary(1).run(self.coffee_context, iteration)
         if not os.path.exists(snapshot_path(self.snapshot_dir, iteration)):
             self.save_snapshot()
         self.lounge.save(os.path.join(self.out_dir, "statistics.h5"))

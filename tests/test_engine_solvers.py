@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import copy
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from mochapy.backends import get_backend
-from mochapy.coffee import CoffeeLounge, ValidationPerformance
+from mochapy.coffee import BreakContext, CoffeeLounge, ValidationPerformance
 from mochapy.config import load_config
 from mochapy.errors import ConfigError
 from mochapy.net import Net
@@ -274,46 +273,64 @@ def test_policy_parsing_rejects_bad_specs() -> None:
         parse_mom_policy("cyclic", "net.yaml: solver.mom_policy")
 
 
-def validation_trainer(tiny_example, solver_fields: dict):
-    """A stand-in trainer: the real validation net and lounge, a real solver's config."""
+def validation_context(tiny_example, solver_fields: dict):
+    """What a validation break sees: the real validation net, lounge and solver."""
     config = load_config(str(tiny_example))
-    config.solver = SolverConfig.from_mapping(solver_fields, "test")
     train = Net("train", get_backend("cpu", "float64"), config.layers)
-    trainer = SimpleNamespace(config=config, lounge=CoffeeLounge(), log=lambda line: None,
-                              solver=SimpleNamespace(config=config.solver))
+    solver = make_solver(SolverConfig.from_mapping(solver_fields, "test"), train)
     val = Net("val", train.backend, config.validation_layers(), phase="test", params=train.params)
-    trainer.validation_net = lambda: val
-    return trainer, train
+
+    def unused() -> float:
+        raise AssertionError("a validation break needs only the validation net")
+
+    context = BreakContext(net=train, lounge=CoffeeLounge(), log=lambda line: None,
+                           solver=solver, snapshot=unused, take_mean_loss=unused,
+                           iters_per_sec=unused, validation_net=lambda: val)
+    coffee = ValidationPerformance(every=1, data_layer=config.coffee.validation.data_layer)
+    return context, coffee
+
+
+DECAY = {"base_lr": 0.1, "lr_policy": {"type": "decay_on_validation", "gamma": 0.5}}
 
 
 def test_decay_on_validation_cuts_the_lr_when_validation_stops_improving(tiny_example) -> None:
-    trainer, train = validation_trainer(
-        tiny_example, {"base_lr": 0.1, "lr_policy": {"type": "decay_on_validation",
-                                                     "gamma": 0.5}})
-    policy = trainer.config.solver.lr_policy
-    coffee = ValidationPerformance(every=1)
-    coffee.run(trainer, 1)  # the first value sets the best
-    assert policy.decays == 0 and policy.rate(0.1, 1) == 0.1
-    coffee.run(trainer, 2)  # the same value: no improvement
-    assert policy.decays == 1 and policy.rate(0.1, 2) == 0.05
+    context, coffee = validation_context(tiny_example, DECAY)
+    solver, train = context.solver, context.net
+    coffee.run(context, 1)  # the first value sets the best
+    assert solver.lr_decays == 0 and solver.learning_rate() == 0.1
+    coffee.run(context, 2)  # the same value: no improvement
+    assert solver.lr_decays == 1 and solver.learning_rate() == 0.05
     train.params.params["out.bias"].data[...] += 1.0  # worse
-    coffee.run(trainer, 3)
-    assert policy.decays == 2
+    coffee.run(context, 3)
+    assert solver.lr_decays == 2
     train.params.params["out.bias"].data[...] -= 1.0  # as good as the best: still no gain
-    coffee.run(trainer, 4)
-    assert policy.decays == 3
-    history = trainer.lounge.series["validation/loss"]
+    coffee.run(context, 4)
+    assert solver.lr_decays == 3
+    history = context.lounge.series["validation/loss"]
     history[:] = [(i, 1e9) for i, _ in history]  # pretend every earlier value was awful
-    coffee.run(trainer, 5)  # an improvement: the lr stays
-    assert policy.decays == 3
-    assert policy.rate(0.1, 99) == pytest.approx(0.1 * 0.5**3)
+    coffee.run(context, 5)  # an improvement: the lr stays
+    assert solver.lr_decays == 3
+    assert solver.learning_rate(99) == pytest.approx(0.1 * 0.5**3)
+
+
+def test_lr_cuts_are_solver_state_saved_in_snapshots(tiny_example) -> None:
+    context, coffee = validation_context(tiny_example, DECAY)
+    for iteration in range(3):
+        coffee.run(context, iteration)  # the same loss each time: two cuts
+    state = context.solver.state_dict()
+    fresh, _ = validation_context(tiny_example, DECAY)  # the config holds no cut
+    assert fresh.solver.learning_rate() == 0.1
+    fresh.solver.load_state_dict(state)
+    assert fresh.solver.lr_decays == 2 and fresh.solver.learning_rate() == 0.025
+    older = {k: v for k, v in state.items() if k != "lr_decays"}  # a snapshot from before cuts
+    fresh.solver.load_state_dict(older)
+    assert fresh.solver.lr_decays == 0
 
 
 def test_other_policies_ignore_validation(tiny_example) -> None:
-    trainer, _ = validation_trainer(tiny_example, {"base_lr": 0.1, "lr_policy": "fixed"})
-    coffee = ValidationPerformance(every=1)
+    context, coffee = validation_context(tiny_example, {"base_lr": 0.1, "lr_policy": "fixed"})
     for iteration in range(3):
-        coffee.run(trainer, iteration)
-    assert trainer.config.solver.lr_policy.decays == 0
+        coffee.run(context, iteration)
+    assert context.solver.lr_decays == 0
     # One value per validation, even though tiny.yaml's only loss layer is named "loss".
-    assert [i for i, _ in trainer.lounge.series["validation/loss"]] == [0, 1, 2]
+    assert [i for i, _ in context.lounge.series["validation/loss"]] == [0, 1, 2]

@@ -1,6 +1,20 @@
-"""Coffee breaks and the statistics lounge."""
+"""Coffee breaks, the context they see, their registry, and the statistics lounge."""
 
-from mochapy.coffee.breaks import CoffeeBreak, Snapshot, TrainingSummary, ValidationPerformance
+from mochapy.coffee.base import (
+    COFFEE_BREAKS,
+    BreakContext,
+    CoffeeBreak,
+    CoffeeConfig,
+    ValidationConfig,
+    compose_breaks,
+    parse_coffee,
+    register_break,
+)
+from mochapy.coffee.breaks import Snapshot, TrainingSummary, ValidationPerformance
 from mochapy.coffee.lounge import CoffeeLounge
 
-__all__ = ["CoffeeBreak", "CoffeeLounge", "Snapshot", "TrainingSummary", "ValidationPerformance"]
+__all__ = [
+    "COFFEE_BREAKS", "BreakContext", "CoffeeBreak", "CoffeeConfig", "CoffeeLounge", "Snapshot",
+    "TrainingSummary", "ValidationConfig", "ValidationPerformance", "compose_breaks",
+    "parse_coffee", "register_break",
+]

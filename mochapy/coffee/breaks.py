@@ -1,68 +1,90 @@
 """Coffee breaks: work done every N iterations (Mocha's CoffeeBreak), each a small class.
 
-A break's `run(trainer, iteration)` may record statistics in the lounge, print, snapshot or
-validate; the trainer calls it whenever `iteration % every == 0` and once at the end.
+A break's `run(context, iteration)` may record statistics in the lounge, print, snapshot or
+validate; the trainer calls it whenever `iteration % every == 0` and once at the end. The order
+of registration below is the order in which breaks due at one iteration run: a snapshot holds
+the summary and validation of its own iteration.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import Any, ClassVar
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from mochapy.training import Trainer
+from mochapy.coffee.base import (
+    BreakContext,
+    CoffeeBreak,
+    CoffeeConfig,
+    ValidationConfig,
+    register_break,
+)
+from mochapy.errors import ConfigError, require_int
+from mochapy.layers import LayerConfig
 
 
-class CoffeeBreak(ABC):
-    """Something done every `every` iterations; subclasses say what in `run`."""
-
-    def __init__(self, every: int) -> None:
-        self.every = every
-
-    def due(self, iteration: int) -> bool:
-        return iteration % self.every == 0
-
-    @abstractmethod
-    def run(self, trainer: Trainer, iteration: int) -> None: ...
-
-
+@register_break("training_summary")
 class TrainingSummary(CoffeeBreak):
     """Records the mean training loss since the last summary, the lr and the speed; prints it."""
 
-    def run(self, trainer: Trainer, iteration: int) -> None:
-        loss = trainer.take_mean_loss()
-        lounge = trainer.lounge
-        lounge.record("train/loss", iteration, loss)
-        lounge.record("train/learning_rate", iteration, trainer.solver.learning_rate())
-        lounge.record("train/iters_per_sec", iteration, trainer.iters_per_sec())
-        trainer.log(
-            f"iter {iteration:>8d}  loss {loss:12.4f}  lr {trainer.solver.learning_rate():.3g}  "
-            f"{trainer.iters_per_sec():7.1f} it/s"
-        )
+    @classmethod
+    def settings(cls, body: dict[str, Any], label: str, every: int,
+                 layers: list[LayerConfig]) -> dict[str, Any]:
+        return {"summary_every": every}
+
+    @classmethod
+    def from_config(cls, coffee: CoffeeConfig) -> TrainingSummary:
+        return cls(coffee.summary_every)
+
+    def run(self, context: BreakContext, iteration: int) -> None:
+        loss = context.take_mean_loss()
+        lr = context.solver.learning_rate()
+        speed = context.iters_per_sec()
+        context.lounge.record("train/loss", iteration, loss)
+        context.lounge.record("train/learning_rate", iteration, lr)
+        context.lounge.record("train/iters_per_sec", iteration, speed)
+        context.log(f"iter {iteration:>8d}  loss {loss:12.4f}  lr {lr:.3g}  {speed:7.1f} it/s")
 
 
-class Snapshot(CoffeeBreak):
-    """Writes a verified snapshot (the trainer refuses to snapshot non-finite parameters)."""
-
-    def run(self, trainer: Trainer, iteration: int) -> None:
-        trainer.save_snapshot()
-
-
+@register_break("validation")
 class ValidationPerformance(CoffeeBreak):
-    """Mean loss per loss layer of the test net over the validation source."""
+    """Mean loss per loss layer of the test net over the validation source; the solver hears of
+    each value (the decay_on_validation policy cuts the lr when it does not improve)."""
 
-    def __init__(self, every: int, max_batches: int = 0) -> None:
+    fields: ClassVar[tuple[str, ...]] = ("every", "source", "batch_size", "max_batches",
+                                         "data_layer")
+
+    def __init__(self, every: int, data_layer: str, max_batches: int = 0) -> None:
         super().__init__(every)
+        self.data_layer = data_layer
         self.max_batches = max_batches
         self.initial_states: dict[str, dict[str, np.ndarray]] | None = None
 
-    def run(self, trainer: Trainer, iteration: int) -> None:
-        net = trainer.validation_net()
-        data_layer = net.layer(trainer.config.coffee.validation.data_layer)
+    @classmethod
+    def settings(cls, body: dict[str, Any], label: str, every: int,
+                 layers: list[LayerConfig]) -> dict[str, Any]:
+        source = body.get("source")
+        if not isinstance(source, str) or not source:
+            raise ConfigError(f"{label}.source: must name an HDF5 file or builtin split")
+        data_layers = [c.name for c in layers if c.type_name == "HDF5Data"]
+        data_layer = body.get("data_layer", data_layers[0] if data_layers else None)
+        if data_layer not in data_layers:
+            raise ConfigError(f"{label}.data_layer: {data_layer!r} is not an HDF5Data layer")
+        return {"validation": ValidationConfig(
+            every=every, source=source, data_layer=data_layer,
+            batch_size=require_int(body.get("batch_size", 0), f"{label}.batch_size"),
+            max_batches=require_int(body.get("max_batches", 0), f"{label}.max_batches"),
+        )}
+
+    @classmethod
+    def from_config(cls, coffee: CoffeeConfig) -> ValidationPerformance | None:
+        val = coffee.validation
+        return None if val is None else cls(val.every, val.data_layer, val.max_batches)
+
+    def run(self, context: BreakContext, iteration: int) -> None:
+        net = context.validation_net()
+        data_layer = net.layer(self.data_layer)
         n_batches = max(1, data_layer.n_rows // net.batch_size)
         if self.max_batches:
             n_batches = min(n_batches, self.max_batches)
@@ -77,17 +99,34 @@ class ValidationPerformance(CoffeeBreak):
             for name, value in net.loss_by_layer().items():
                 totals[name] = totals.get(name, 0.0) + value
         loss = sum(totals.values()) / n_batches
-        previous_best = trainer.lounge.best("validation/loss")
+        lounge = context.lounge
+        previous_best = lounge.best("validation/loss")
         if len(totals) > 1:
             # Per-layer series beside the total; a layer named "loss" would be the total's name.
             for name, value in totals.items():
                 if name != "loss":
-                    trainer.lounge.record(f"validation/{name}", iteration, value / n_batches)
-        trainer.lounge.record("validation/loss", iteration, loss)
-        policy = trainer.solver.config.lr_policy
-        if policy.type == "decay_on_validation" and previous_best is not None and (
-            not math.isfinite(loss) or loss >= previous_best
-        ):
-            policy.decays += 1
-        trainer.log(f"iter {iteration:>8d}  validation loss {loss:12.4f} "
+                    lounge.record(f"validation/{name}", iteration, value / n_batches)
+        lounge.record("validation/loss", iteration, loss)
+        context.solver.validated(loss, previous_best)
+        context.log(f"iter {iteration:>8d}  validation loss {loss:12.4f} "
                     f"({n_batches * net.batch_size} images)")
+
+
+@register_break("snapshot")
+class Snapshot(CoffeeBreak):
+    """Writes a verified snapshot (the trainer refuses to snapshot non-finite parameters)."""
+
+    fields: ClassVar[tuple[str, ...]] = ("every", "keep")
+
+    @classmethod
+    def settings(cls, body: dict[str, Any], label: str, every: int,
+                 layers: list[LayerConfig]) -> dict[str, Any]:
+        return {"snapshot_every": every,
+                "keep_snapshots": require_int(body.get("keep", 3), f"{label}.keep", 1)}
+
+    @classmethod
+    def from_config(cls, coffee: CoffeeConfig) -> Snapshot:
+        return cls(coffee.snapshot_every)
+
+    def run(self, context: BreakContext, iteration: int) -> None:
+        context.snapshot()

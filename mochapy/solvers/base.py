@@ -90,6 +90,7 @@ class Solver(ABC):
         self.net = net
         self.backend = net.backend
         self.iteration = 0
+        self.lr_decays = 0  # decay_on_validation: the lr cuts so far (runtime state, snapshotted)
         store = net.params
         self.state = {name: self.backend.zeros(store.size) for name in self.state_names}
         self.segments = [
@@ -101,7 +102,12 @@ class Solver(ABC):
 
     def learning_rate(self, iteration: int | None = None) -> float:
         it = self.iteration if iteration is None else iteration
-        return self.config.lr_policy.rate(self.config.base_lr, it)
+        return self.config.lr_policy.rate(self.config.base_lr, it, self.lr_decays)
+
+    def validated(self, loss: float, previous_best: float | None) -> None:
+        """Hear of a validation loss: the lr policy decides whether the lr is cut once more."""
+        if self.config.lr_policy.cuts_after(loss, previous_best):
+            self.lr_decays += 1
 
     def bias_correction(self) -> float:
         """Factor on the learning rate for this update (1 here; Adam's moment correction)."""
@@ -170,14 +176,14 @@ class Solver(ABC):
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {name: self.backend.to_host(value).copy() for name, value in self.state.items()}
         state["iteration"] = np.array(self.iteration)
-        state["lr_decays"] = np.array(self.config.lr_policy.decays)
+        state["lr_decays"] = np.array(self.lr_decays)
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         for name in self.state_names:
             self.backend.copy_from_host(self.state[name], np.asarray(state[name]))
         self.iteration = int(state["iteration"])
-        self.config.lr_policy.decays = int(state.get("lr_decays", 0))
+        self.lr_decays = int(state.get("lr_decays", 0))
 
 
 SOLVERS: dict[str, type[Solver]] = {}

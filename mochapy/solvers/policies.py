@@ -15,7 +15,8 @@ class LRPolicy:
 
     step: base * gamma^floor(it / stepsize); exp: base * gamma^it;
     inv: base * (1 + gamma * it)^-power; staged: a list of [until_iter, policy] stages;
-    decay_on_validation: base * gamma^k, k = validations that did not improve the best value.
+    decay_on_validation: base * gamma^k, k = validations that did not improve the best value
+    (a count of the run's, which the solver holds and snapshots: a config stays a config).
     """
 
     type: str = "fixed"
@@ -23,11 +24,11 @@ class LRPolicy:
     stepsize: int = 1
     power: float = 1.0
     stages: list[tuple[int, LRPolicy]] = field(default_factory=list)
-    decays: int = 0  # decay_on_validation: how many times the lr has been cut
 
     TYPES = ("fixed", "step", "exp", "inv", "staged", "decay_on_validation")
 
-    def rate(self, base_lr: float, iteration: int) -> float:
+    def rate(self, base_lr: float, iteration: int, decays: int = 0) -> float:
+        """The lr at `iteration`, after `decays` cuts on validation (decay_on_validation)."""
         if self.type == "fixed":
             return base_lr
         if self.type == "step":
@@ -37,13 +38,20 @@ class LRPolicy:
         if self.type == "inv":
             return base_lr * (1 + self.gamma * iteration) ** (-self.power)
         if self.type == "decay_on_validation":
-            return base_lr * self.gamma**self.decays
+            return base_lr * self.gamma**decays
         start = 0
         for index, (until, policy) in enumerate(self.stages):
             if iteration < until or index == len(self.stages) - 1:
                 return policy.rate(base_lr, iteration - start)
             start = until
         raise AssertionError("unreachable: staged policies have at least one stage")
+
+    def cuts_after(self, loss: float, previous_best: float | None) -> bool:
+        """Whether a validation loss cuts the lr once more: decay_on_validation, and the loss is
+        not finite or no better than the best before it."""
+        return self.type == "decay_on_validation" and previous_best is not None and (
+            not math.isfinite(loss) or loss >= previous_best
+        )
 
 
 @dataclass
