@@ -18,9 +18,9 @@ import yaml
 from mochapy.coffee import CoffeeConfig, parse_coffee
 from mochapy.data_sources import source_scheme
 from mochapy.errors import ConfigError, TopologyError, require_int
+from mochapy.graph import topological_order
 from mochapy.layers import LAYER_TYPES, LayerConfig
 from mochapy.limits import read_text_bounded
-from mochapy.net import topological_order
 from mochapy.solvers import SolverConfig
 
 TOP_LEVEL = (

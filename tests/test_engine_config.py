@@ -9,7 +9,7 @@ import yaml
 
 from mochapy.config import load_config
 from mochapy.errors import ConfigError, MochaError, TopologyError
-from mochapy.net import topological_order
+from mochapy.graph import topological_order
 from mochapy.neurons import ReLU
 
 GOOD = {

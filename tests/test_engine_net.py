@@ -10,7 +10,8 @@ import pytest
 
 from mochapy.backends import CPUBackend
 from mochapy.errors import ConfigError, TopologyError
-from mochapy.net import Net, topological_order
+from mochapy.graph import topological_order
+from mochapy.net import Net
 
 DATA = {"data": {"x": np.random.default_rng(0).normal(size=(6, 3)),
                  "y": np.random.default_rng(1).normal(size=(6, 2))}}
