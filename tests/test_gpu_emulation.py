@@ -208,3 +208,30 @@ def test_host_arrays_mixed_into_device_operations_are_refused(cuda_emulator: Any
     y = cuda_emulator.cupy.zeros(3, dtype=np.float32)
     with pytest.raises(TypeError, match="host NumPy array"):
         cuda_emulator.cupy.add(y, np.ones(3, dtype=np.float32))
+
+
+def test_a_barrier_removed_from_the_projects_block_sum_is_caught(cuda_emulator: Any):
+    """kernels/common.cuh's block_sum without the barrier that keeps a warp from overwriting
+    warp_sums before the last call's readers are done: noise_level (three block sums in a row)
+    must go wrong in some launch order, while the real source stays right in all of them."""
+    from mochapy.backends.gpu_launch import expand_includes, kernel_dir
+
+    source = expand_includes(kernel_dir() / "noise_level.cu")
+    barrier = "    __syncthreads();  // warp_sums may still be read by a previous call\n"
+    assert barrier in source
+    images = np.random.default_rng(1).normal(size=(6, 1, 9, 40))
+    cupy = cuda_emulator.cupy
+    results = {}
+    for label, code in (("real", source), ("mutant", source.replace(barrier, ""))):
+        module = cupy.RawModule(code=code, options=("-std=c++17",),
+                                name_expressions=["noise_level<double>"])
+        noise_level = module.get_function("noise_level<double>")
+        outputs = []
+        for _ in range(3):
+            out = cupy.full(6, np.nan, dtype=np.float64)
+            noise_level((6,), (256,), (cuda_emulator.asarray(images), np.int32(6), np.int32(9),
+                                       np.int32(40), 3.0, 1.0, 1e-5, np.int32(1), out))
+            outputs.append(out.get())
+        results[label] = outputs
+    assert all(np.array_equal(out, results["real"][0]) for out in results["real"])
+    assert not all(np.allclose(out, results["real"][0]) for out in results["mutant"])

@@ -1,7 +1,8 @@
 // CUDA's execution model on the CPU, for compiling kernels/*.cu as C++ (g++) in the test suite.
 //
-// Each block's threads are cooperative fibers that run until they reach __syncthreads,
-// a warp shuffle or their end; blocks run one after another in natural, reversed or shuffled order.
+// Each block's threads are cooperative fibers that run until they reach __syncthreads, a warp
+// shuffle or their end; each warp runs ahead as far as it can before the next, and blocks run one
+// after another, in natural, reversed or shuffled order.
 // __shared__ variables (block-scope declarations, registered by a statement build.py adds after
 // each) are filled with NaN bytes (0xFF) when first reached and at every block start, so a read
 // before the barrier that should have ordered it shows up as NaN. A barrier that
@@ -228,70 +229,66 @@ static bool run_ready(const std::vector<int>& order) {
     return true;
 }
 
-// Completes the shuffles of warps whose named lanes all wait at the same shuffle. Returns how
-// many warps went on; fails the launch on a shuffle that can never complete.
-static int release_shuffles(int threads) {
-    int released = 0;
-    for (int warp_start = 0; warp_start < threads; warp_start += kWarp) {
-        int waiting = -1;
-        for (int lane = 0; lane < kWarp && warp_start + lane < threads; ++lane) {
-            if (g_fibers[warp_start + lane].state == State::kShuffle) {
-                waiting = warp_start + lane;
-                break;
-            }
+// Completes the shuffle of the warp starting at thread `warp_start` if all its named lanes wait at
+// it: 1 if it did, 0 if some lane is not there yet, -1 (launch failed) if it can never complete.
+static int release_shuffle(int warp_start, int threads) {
+    int waiting = -1;
+    for (int lane = 0; lane < kWarp && warp_start + lane < threads; ++lane) {
+        if (g_fibers[warp_start + lane].state == State::kShuffle) {
+            waiting = warp_start + lane;
+            break;
         }
-        if (waiting < 0) {
-            continue;
-        }
-        const Fiber& first = g_fibers[waiting];
-        bool complete = true;
-        for (int lane = 0; lane < kWarp; ++lane) {
-            if (!(first.mask >> lane & 1u)) {
-                continue;
-            }
-            const int t = warp_start + lane;
-            if (t >= threads) {
-                fail("warp shuffle at line %d names lane %d, which does not exist (block of %d "
-                     "threads)", first.line, lane, threads);
-                return -1;
-            }
-            const Fiber& other = g_fibers[t];
-            if (other.state == State::kExited) {
-                fail("warp shuffle at line %d names lane %d of warp %d, which has exited",
-                     first.line, lane, warp_start / kWarp);
-                return -1;
-            }
-            if (other.state == State::kShuffle &&
-                (other.site != first.site || other.mask != first.mask)) {
-                fail("divergent warp shuffles in warp %d: lines %d and %d", warp_start / kWarp,
-                     first.line, other.line);
-                return -1;
-            }
-            if (other.state != State::kShuffle) {
-                complete = false;
-            }
-        }
-        if (!complete) {
-            continue;
-        }
-        unsigned long long values[kWarp];
-        for (int lane = 0; lane < kWarp && warp_start + lane < threads; ++lane) {
-            values[lane] = g_fibers[warp_start + lane].value;
-        }
-        for (int lane = 0; lane < kWarp; ++lane) {
-            if (!(first.mask >> lane & 1u)) {
-                continue;
-            }
-            Fiber& fiber = g_fibers[warp_start + lane];
-            const int source = fiber.source_lane;
-            if (source >= 0 && source < kWarp && (first.mask >> source & 1u)) {
-                fiber.value = values[source];
-            }
-            fiber.state = State::kReady;
-        }
-        ++released;
     }
-    return released;
+    if (waiting < 0) {
+        return 0;
+    }
+    const Fiber& first = g_fibers[waiting];
+    bool complete = true;
+    for (int lane = 0; lane < kWarp; ++lane) {
+        if (!(first.mask >> lane & 1u)) {
+            continue;
+        }
+        const int t = warp_start + lane;
+        if (t >= threads) {
+            fail("warp shuffle at line %d names lane %d, which does not exist (block of %d "
+                 "threads)", first.line, lane, threads);
+            return -1;
+        }
+        const Fiber& other = g_fibers[t];
+        if (other.state == State::kExited) {
+            fail("warp shuffle at line %d names lane %d of warp %d, which has exited",
+                 first.line, lane, warp_start / kWarp);
+            return -1;
+        }
+        if (other.state == State::kShuffle &&
+            (other.site != first.site || other.mask != first.mask)) {
+            fail("divergent warp shuffles in warp %d: lines %d and %d", warp_start / kWarp,
+                 first.line, other.line);
+            return -1;
+        }
+        if (other.state != State::kShuffle) {
+            complete = false;
+        }
+    }
+    if (!complete) {
+        return 0;
+    }
+    unsigned long long values[kWarp];
+    for (int lane = 0; lane < kWarp && warp_start + lane < threads; ++lane) {
+        values[lane] = g_fibers[warp_start + lane].value;
+    }
+    for (int lane = 0; lane < kWarp; ++lane) {
+        if (!(first.mask >> lane & 1u)) {
+            continue;
+        }
+        Fiber& fiber = g_fibers[warp_start + lane];
+        const int source = fiber.source_lane;
+        if (source >= 0 && source < kWarp && (first.mask >> source & 1u)) {
+            fiber.value = values[source];
+        }
+        fiber.state = State::kReady;
+    }
+    return 1;
 }
 
 // Releases a barrier every live thread waits at; fails on a divergent or deadlocked block.
@@ -329,8 +326,47 @@ static bool release_barrier(int threads) {
     return true;
 }
 
-static void run_block(const std::vector<int>& thread_order) {
-    const int threads = (int)thread_order.size();
+// Runs each warp ahead as far as it can (its shuffles completing as soon as its lanes arrive), warp
+// after warp, so one warp can race past the others' reads up to the next barrier. False when the
+// launch failed.
+static bool run_warps(const std::vector<std::vector<int>>& warps, int threads) {
+    for (const std::vector<int>& lanes : warps) {
+        for (;;) {
+            if (!run_ready(lanes)) {
+                return false;
+            }
+            const int released = release_shuffle(lanes[0] / kWarp * kWarp, threads);
+            if (released < 0) {
+                return false;
+            }
+            if (released == 0) {
+                break;
+            }
+        }
+    }
+    return true;
+}
+
+// The threads grouped by warp: warps in the order of their first thread in `thread_order`, each
+// warp's threads in that order too.
+static std::vector<std::vector<int>> warps_in_order(const std::vector<int>& thread_order) {
+    const int count = ((int)thread_order.size() + kWarp - 1) / kWarp;
+    std::vector<std::vector<int>> by_warp(count);
+    std::vector<int> first_seen;
+    for (int t : thread_order) {
+        if (by_warp[t / kWarp].empty()) {
+            first_seen.push_back(t / kWarp);
+        }
+        by_warp[t / kWarp].push_back(t);
+    }
+    std::vector<std::vector<int>> warps;
+    for (int warp : first_seen) {
+        warps.push_back(by_warp[warp]);
+    }
+    return warps;
+}
+
+static void run_block(const std::vector<std::vector<int>>& warps, int threads) {
     for (const SharedVariable& variable : g_shared) {
         std::memset(variable.address, 0xFF, variable.bytes);
     }
@@ -341,16 +377,12 @@ static void run_block(const std::vector<int>& thread_order) {
                             t / (g_block_dim.x * g_block_dim.y)};
         fiber.state = State::kReady;
     }
-    while (run_ready(thread_order)) {
+    while (run_warps(warps, threads)) {
         bool all_exited = true;
         for (const Fiber& fiber : g_fibers) {
             all_exited = all_exited && fiber.state == State::kExited;
         }
-        if (all_exited) {
-            return;
-        }
-        const int released = release_shuffles(threads);
-        if (released < 0 || (released == 0 && !release_barrier(threads))) {
+        if (all_exited || !release_barrier(threads)) {
             break;
         }
     }
@@ -404,12 +436,12 @@ int launch(void (*kernel)(P...), const unsigned int* grid, const unsigned int* b
     g_grid_dim = Index{grid[0], grid[1], grid[2]};
     g_block_dim = Index{block[0], block[1], block[2]};
     const int threads = (int)(block[0] * block[1] * block[2]);
-    const std::vector<int> thread_order = ordering(threads, order, &seed);
+    const std::vector<std::vector<int>> warps = warps_in_order(ordering(threads, order, &seed));
     const long long blocks = (long long)grid[0] * grid[1] * grid[2];
     const std::vector<int> block_order = ordering((int)blocks, order, &seed);
     for (int b : block_order) {
         g_block_index = Index{b % grid[0], (b / grid[0]) % grid[1], b / (grid[0] * grid[1])};
-        run_block(thread_order);
+        run_block(warps, threads);
         if (g_failed) {
             std::snprintf(error, error_size, "block (%u, %u, %u): %s", g_block_index.x,
                           g_block_index.y, g_block_index.z, g_error);
