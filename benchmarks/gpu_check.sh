@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The one script to run on a lent GPU machine: the GPU tests on the real device, the kernel compile
-# tests (nvcc and NVRTC), then the speed benchmark at batch 100 (mochapy gpu eager and graph,
+# The one script to run on a lent GPU machine: every test marked gpu, on the real device; the kernel
+# compile tests (nvcc and NVRTC); then the speed benchmark at batch 100 (mochapy gpu eager and graph,
 # PyTorch eager, torch.compile, JAX jit, the GEMM ceiling) and its batch sweep, with every log and
 # result under $OUT. Installs nothing and needs no network. Each stage has its own time limit and
 # its exit status goes to $OUT/summary.txt; a failing stage never stops the next one. The stage
@@ -52,8 +52,7 @@ print("device", cupy.cuda.runtime.getDeviceProperties(0)["name"], "runtime",
       cupy.cuda.runtime.runtimeGetVersion(), "driver", cupy.cuda.runtime.driverGetVersion())
 '
 stage gpu-tests 150 "$OUT/gpu_tests.log" "$PYTHON" -m pytest -p no:cacheprovider -m gpu -q \
-    -rs --durations=10 tests/test_gpu_kernels.py tests/test_gpu_layers.py \
-    tests/test_gpu_capture.py tests/test_gpu_training.py
+    -rs --durations=10 tests
 grep -Eq "[0-9]+ passed" "$OUT/gpu_tests.log" \
     || echo "gpu-tests: no test ran (all skipped: no usable CuPy or device?)" | tee -a "$SUMMARY"
 stage compile-tests 60 "$OUT/compile_tests.log" "$PYTHON" -m pytest -p no:cacheprovider -q -rs \

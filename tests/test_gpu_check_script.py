@@ -1,13 +1,12 @@
 """benchmarks/gpu_check.sh, checked as far as a machine without a GPU can: it parses, it runs every
 stage (with stand-ins for the interpreter and nvidia-smi that record their command lines) and
-writes its summary, the test files it names exist and are all of the device's GPU tests, and the
-benchmark's flags parse (under the CUDA emulation, so that `--backend gpu` is accepted)."""
+writes its summary, the tests it selects exist, and the benchmark's flags parse (under the CUDA
+emulation, so that `--backend gpu` is accepted)."""
 
 from __future__ import annotations
 
 import importlib
 import os
-import re
 import stat
 import subprocess
 import sys
@@ -24,7 +23,6 @@ printf '%s{SEPARATOR}' "$(basename "$0")" "$@" >> "$CALLS"
 printf '{END}' >> "$CALLS"
 echo "3 passed"
 """
-DEVICE_TEST = re.compile(r"^(pytestmark = \[?pytest\.mark\.gpu|@pytest\.mark\.gpu$)", re.M)
 
 
 def test_the_script_parses():
@@ -65,18 +63,15 @@ def pytest_calls(calls: list[list[str]]) -> list[list[str]]:
     return [call[3:] for call in calls if call[1:3] == ["-m", "pytest"]]
 
 
-def test_the_test_stages_name_existing_files_and_every_device_test(
+def test_the_test_stages_run_every_gpu_test_and_the_compile_tests(
     dry_run: tuple[Path, list[list[str]]],
 ):
     _, calls = dry_run
     gpu_tests, compile_tests = pytest_calls(calls)
-    named = [arg for arg in gpu_tests + compile_tests if arg.startswith("tests/")]
-    assert all((REPO / arg).is_file() for arg in named), named
-    marked = sorted(f"tests/{path.name}" for path in (REPO / "tests").glob("test_gpu_*.py")
-                    if DEVICE_TEST.search(path.read_text()))
-    assert sorted(arg for arg in gpu_tests if arg.startswith("tests/")) == marked
-    assert "-m" in gpu_tests and gpu_tests[gpu_tests.index("-m") + 1] == "gpu"
+    assert gpu_tests[gpu_tests.index("-m") + 1] == "gpu" and gpu_tests[-1] == "tests"
     assert "gpu:" in (REPO / "pyproject.toml").read_text()  # the marker is declared
+    assert compile_tests[-1] == "tests/test_kernels_compile.py"
+    assert (REPO / compile_tests[-1]).is_file()
 
 
 def test_the_environment_probe_compiles(dry_run: tuple[Path, list[list[str]]]):
