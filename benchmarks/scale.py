@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -62,6 +61,14 @@ WORKER_COUNTS = (1, 2)
 
 def kib_to_mib(kib: float) -> float:
     return round(kib / 1024, 1)
+
+
+def peak_rss_mib(pid: int | str = "self") -> float:
+    """A process's own peak RSS (VmHWM, MiB). Not getrusage's ru_maxrss: on Linux that carries
+    over a parent's size through fork and exec, so a child of a large process would report it."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        line = next(line for line in handle if line.startswith("VmHWM:"))
+    return kib_to_mib(float(line.split()[1]))
 
 
 # ------------------------------------------------------------------------------- throughput
@@ -151,13 +158,20 @@ def measure_throughput(args: argparse.Namespace, scratch: Path) -> list[dict[str
 
 
 def child_peak(command: list[str]) -> tuple[float, str]:
-    """Run `command`; (its peak RSS in MiB, its stdout)."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=REPO)
-    out = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if status != 0:
-        raise SystemExit(f"{' '.join(command)} failed (status {status})")
-    return kib_to_mib(usage.ru_maxrss), out
+    """Run `command`; (its peak RSS in MiB, read from /proc until it exits, and its stdout)."""
+    with tempfile.TemporaryFile("w+") as output:
+        process = subprocess.Popen(command, stdout=output, text=True, cwd=REPO)
+        peak = 0.0
+        while process.poll() is None:
+            try:
+                peak = max(peak, peak_rss_mib(process.pid))
+            except (OSError, StopIteration):  # exiting: its memory is already gone
+                pass
+            time.sleep(0.2)
+        if process.returncode != 0:
+            raise SystemExit(f"{' '.join(command)} failed (status {process.returncode})")
+        output.seek(0)
+        return peak, output.read()
 
 
 def training_net(data: str, iterations: int, folder: Path) -> Path:
@@ -179,11 +193,10 @@ def encode_memory(run: str, data: str, out: str) -> None:
         started = time.perf_counter()
         count = encode_survey(lambda: nullcontext(client), run, data, out, progress=False)
         seconds = time.perf_counter() - started
-        workers = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        workers = client.run(peak_rss_mib)
     print(json.dumps({"images": count, "seconds": round(seconds, 1),
-                      "client_peak_mib": kib_to_mib(resource.getrusage(
-                          resource.RUSAGE_SELF).ru_maxrss),
-                      "worker_peak_mib": kib_to_mib(max(workers.values()))}))
+                      "client_peak_mib": peak_rss_mib(),
+                      "worker_peak_mib": max(workers.values())}))
 
 
 def measure_memory(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
