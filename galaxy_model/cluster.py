@@ -28,8 +28,8 @@ from typing import Any
 import click
 import h5py
 
-from galaxy_model.dataset import GalaxyDataset, read_dataset
-from galaxy_model.shards import DEFAULT_SHARD_SIZE, read_shard, row_ranges
+from galaxy_model.dataset import GalaxyDataset, read_dataset, read_shard
+from galaxy_model.shards import DEFAULT_SHARD_SIZE, row_ranges
 from mochapy.errors import DataError, MochaError
 from mochapy.sharded import open_sharded, read_manifest
 

@@ -21,6 +21,7 @@ import numpy as np
 from mochapy.atomic import write_hdf5_atomically
 from mochapy.errors import DataError
 from mochapy.limits import check_hdf5_links, check_hdf5_node
+from mochapy.sharded import Manifest, check_shard, open_sharded
 
 VALID_BANDS = (1, 3)
 
@@ -167,8 +168,6 @@ def read_dataset(path: str | os.PathLike, limit: int | None = None,
     """
     path = Path(path)
     if path.is_dir():
-        from galaxy_model.shards import read_sharded
-
         return read_sharded(path, limit)
     if not path.is_file():
         raise DataError(f"{path}: no such dataset file")
@@ -248,3 +247,23 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def read_shard(manifest: Manifest, index: int) -> GalaxyDataset:
+    """One shard, after checking it against the manifest (rows, datasets and checksum)."""
+    check_shard(manifest, index, verify_checksum=True)
+    return read_dataset(manifest.path(index))
+
+
+def read_sharded(directory: str | os.PathLike, limit: int | None = None) -> GalaxyDataset:
+    """A whole sharded data set in memory (the first `limit` rows when given): for the commands
+    that need every image at once (figures, montage) on data sets that fit."""
+    manifest = open_sharded(str(directory))
+    parts, remaining = [], manifest.n_rows if limit is None else int(limit)
+    for index in range(len(manifest.shards)):
+        if remaining <= 0:
+            break
+        part = read_shard(manifest, index)
+        parts.append(part if len(part) <= remaining else part.subset(slice(0, remaining)))
+        remaining -= len(parts[-1])
+    return concatenate(parts)

@@ -21,14 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from galaxy_model.dataset import GalaxyDataset, concatenate, read_dataset, write_dataset
+from galaxy_model.dataset import GalaxyDataset, concatenate, write_dataset
 from mochapy.atomic import PARTIAL_PREFIX, remove_partial_files, write_text_atomically
 from mochapy.errors import DataError
 from mochapy.outputs import OutputError, same_file
 from mochapy.sharded import (
     MANIFEST_NAME,
     Manifest,
-    check_shard,
     is_sharded,
     open_sharded,
     write_manifest,
@@ -71,26 +70,6 @@ def write_shard(directory: str, index: int, dataset: GalaxyDataset) -> str:
     name = shard_name(index)
     write_dataset(os.path.join(directory, name), with_mask(dataset))
     return name
-
-
-def read_shard(manifest: Manifest, index: int) -> GalaxyDataset:
-    """One shard, after checking it against the manifest (rows, datasets and checksum)."""
-    check_shard(manifest, index, verify_checksum=True)
-    return read_dataset(manifest.path(index))
-
-
-def read_sharded(directory: str | os.PathLike, limit: int | None = None) -> GalaxyDataset:
-    """A whole sharded data set in memory (the first `limit` rows when given): for the commands
-    that need every image at once (figures, montage) on data sets that fit."""
-    manifest = open_sharded(str(directory))
-    parts, remaining = [], manifest.n_rows if limit is None else int(limit)
-    for index in range(len(manifest.shards)):
-        if remaining <= 0:
-            break
-        part = read_shard(manifest, index)
-        parts.append(part if len(part) <= remaining else part.subset(slice(0, remaining)))
-        remaining -= len(parts[-1])
-    return concatenate(parts)
 
 
 def write_in_shards(directory: str, pieces: Iterable[GalaxyDataset], shard_size: int) -> Manifest:
