@@ -155,6 +155,26 @@ def pixel_weights(
     return weights
 
 
+def fit_inputs(
+    images: np.ndarray, ivar: np.ndarray | None, mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None, tuple[int, ...], tuple[int, int]]:
+    """What every per-image fit starts from, so the Gaussian and Sérsic fits see the same pixels:
+    (one float64 row per image band with bad pixels zeroed, their weights or None, the leading
+    (N[, C]) shape, (height, width)). DataError on a wrong shape or non-finite good pixels."""
+    images = np.asarray(images, dtype=np.float64)
+    if images.ndim not in (3, 4) or images.shape[0] == 0:
+        raise DataError(f"images: expected (N, H, W) or (N, C, H, W), got shape {images.shape}")
+    weights = pixel_weights(images.shape, ivar, mask)
+    if weights is not None:
+        images = np.where(weights > 0, images, 0.0)
+    if not np.all(np.isfinite(images)):
+        raise DataError("images: contain NaN or Inf outside the mask of bad pixels")
+    height, width = images.shape[-2:]
+    flat = images.reshape(-1, height * width)
+    flat_weights = None if weights is None else weights.reshape(flat.shape).astype(np.float64)
+    return flat, flat_weights, images.shape[:-2], (height, width)
+
+
 def fit_gaussian2d(
     images: np.ndarray,
     mask: np.ndarray | None = None,
@@ -173,18 +193,7 @@ def fit_gaussian2d(
     ivar: optional inverse variances like mask: each residual is weighted by its ivar (the
         maximum-likelihood fit under known Gaussian noise); pixels with ivar 0 are left out.
     """
-    images = np.asarray(images)
-    if images.ndim not in (3, 4) or images.shape[0] == 0:
-        raise DataError(f"images: expected (N, H, W) or (N, C, H, W), got shape {images.shape}")
-    weights = pixel_weights(images.shape, ivar, mask)
-    if weights is not None:
-        images = np.where(weights > 0, images, 0.0)
-    if not np.all(np.isfinite(images)):
-        raise DataError("images: contain NaN or Inf outside the mask of bad pixels")
-    per_band_shape = images.shape[:-2]
-    height, width = images.shape[-2:]
-    flat = images.reshape(-1, height * width).astype(np.float64)
-    flat_weights = None if weights is None else weights.reshape(flat.shape).astype(np.float64)
+    flat, flat_weights, per_band_shape, (height, width) = fit_inputs(images, ivar, mask)
 
     batches = [slice(i, i + BATCH_IMAGES) for i in range(0, len(flat), BATCH_IMAGES)]
     workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -212,7 +221,7 @@ def fit_gaussian2d(
     internal, signs, converged = (np.concatenate(parts) for parts in zip(*results, strict=True))
     params = _public_params(internal, signs, height, width).reshape(per_band_shape + (6,))
     model = _natural_image(internal, signs, height, width)
-    n_images = images.shape[0]
+    n_images = per_band_shape[0]
     squared_residual = (model.reshape(flat.shape) - flat) ** 2
     if flat_weights is None:
         mse = squared_residual.reshape(n_images, -1).mean(axis=1)
@@ -222,7 +231,7 @@ def fit_gaussian2d(
         mse = used_residual.sum(axis=1) / np.maximum(used.sum(axis=1), 1.0)
     model = model.reshape(per_band_shape + (height, width))
     converged = converged.reshape(n_images, -1).all(axis=1)
-    if images.ndim == 4 and images.shape[1] == 1:
+    if per_band_shape[1:] == (1,):
         params, model = params[:, 0], model[:, 0]
     return GaussianFit(params=params, model=model, mse=mse, converged=converged)
 

@@ -33,8 +33,8 @@ from tqdm import tqdm
 from galaxy_model.baseline import (
     _centroid_and_covariance,
     fit_gaussian2d,
+    fit_inputs,
     levenberg_marquardt,
-    pixel_weights,
 )
 from mochapy.errors import DataError
 
@@ -332,20 +332,9 @@ def fit_sersic(
     images: (N, H, W) or (N, C, H, W); ivar and mask optional, broadcastable to images (mask 1:
     bad; ivar 0: no information); psf_sigma: the Gaussian PSF's sd in pixels (0: none).
     """
-    images = np.asarray(images, dtype=np.float64)
-    if images.ndim not in (3, 4) or images.shape[0] == 0:
-        raise DataError(f"images: expected (N, H, W) or (N, C, H, W), got shape {images.shape}")
     if psf_sigma < 0:
         raise DataError(f"psf_sigma: must be >= 0 pixels, got {psf_sigma}")
-    weights = pixel_weights(images.shape, ivar, mask)
-    if weights is not None:
-        images = np.where(weights > 0, images, 0.0)
-    if not np.all(np.isfinite(images)):
-        raise DataError("images: contain NaN or Inf outside the mask of bad pixels")
-    per_band_shape = images.shape[:-2]
-    height, width = images.shape[-2:]
-    flat = images.reshape(-1, height * width)
-    flat_weights = None if weights is None else weights.reshape(flat.shape)
+    flat, flat_weights, per_band_shape, (height, width) = fit_inputs(images, ivar, mask)
     used = None if flat_weights is None else (flat_weights > 0).astype(np.float64)
     kernel = psf_kernel(psf_sigma)
     workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -367,7 +356,7 @@ def fit_sersic(
         model = problem.model(theta)
     params = to_public(theta)
     params[:, 6] = _public_angle(params[:, 6])
-    n_images = images.shape[0]
+    n_images = per_band_shape[0]
     squared = ((model - flat) ** 2).reshape(n_images, -1)
     if used is not None:
         per_image_used = used.reshape(n_images, -1)
@@ -377,6 +366,6 @@ def fit_sersic(
     params = params.reshape(per_band_shape + (8,))
     model = model.reshape(per_band_shape + (height, width))
     converged = converged.reshape(n_images, -1).all(axis=1)
-    if images.ndim == 4 and images.shape[1] == 1:
+    if per_band_shape[1:] == (1,):
         params, model = params[:, 0], model[:, 0]
     return SersicFit(params=params, model=model, mse=mse, converged=converged)
