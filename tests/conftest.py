@@ -186,6 +186,15 @@ def cpu_loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     return request.param
 
 
+@pytest.fixture(scope="module")
+def threaded_dask():
+    """A 2-worker, in-process Dask cluster shared by a test module (dask loads only when asked)."""
+    from galaxy_model.cluster import dask_client
+
+    with dask_client(workers=2, processes=False) as client:
+        yield client
+
+
 @pytest.fixture
 def cpu64() -> CPUBackend:
     return CPUBackend("float64")

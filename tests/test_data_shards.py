@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from galaxy_model import shards
-from galaxy_model.cluster import dask_client
 from galaxy_model.dataset import GalaxyDataset, read_dataset, write_dataset
 from galaxy_model.survey import synth_survey
 from galaxy_model.synth import synthesize
@@ -24,12 +23,6 @@ from mochapy import data_sources
 from mochapy.errors import DataError
 from mochapy.outputs import OutputError
 from mochapy.sharded import MANIFEST_NAME, open_sharded, read_manifest
-
-
-@pytest.fixture(scope="module")
-def client():
-    with dask_client(workers=2, processes=False) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +54,9 @@ def test_shards_regroup_a_stream_and_read_back_whole(tmp_path: Path, galaxies) -
         str(folder.resolve() / f"shard-0000{i}.h5") for i in range(3)]
 
 
-def test_sharded_synth_is_the_one_file_synth_row_for_row(tmp_path: Path, client,
+def test_sharded_synth_is_the_one_file_synth_row_for_row(tmp_path: Path, threaded_dask,
                                                          galaxies) -> None:
-    synth_survey(lambda: nullcontext(client), 300, str(tmp_path / "big"), seed=3, bands=1,
+    synth_survey(lambda: nullcontext(threaded_dask), 300, str(tmp_path / "big"), seed=3, bands=1,
                  shard_size=110, progress=False)  # the second shard spans synth's chunk edge
     sharded = read_dataset(tmp_path / "big")
     assert_same_dataset(sharded, galaxies)
@@ -145,7 +138,7 @@ def test_jobs_resume_refuse_and_restart(tmp_path: Path) -> None:
         shards.start_job(str(tmp_path / "other"), job, [], force=False)
 
 
-def test_sharded_prepare_matches_the_one_file_prepare(tmp_path: Path, client) -> None:
+def test_sharded_prepare_matches_the_one_file_prepare(tmp_path: Path, threaded_dask) -> None:
     from PIL import Image
     from test_data_prepare import grey_picture
 
@@ -159,7 +152,7 @@ def test_sharded_prepare_matches_the_one_file_prepare(tmp_path: Path, client) ->
     (inputs / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.warns(PrepareWarning, match="broken.png"):
         expected, _ = prepare([str(inputs)])
-    count, skipped = prepare_survey(lambda: nullcontext(client), [str(inputs)],
+    count, skipped = prepare_survey(lambda: nullcontext(threaded_dask), [str(inputs)],
                                     str(tmp_path / "out"), size=69, bands=1, shard_size=2,
                                     progress=False)
     assert count == 5 and len(skipped) == 1 and "broken.png" in skipped[0]

@@ -34,12 +34,6 @@ RUN = str(REPO / "results" / "galaxy_vae_full")
 
 
 @pytest.fixture(scope="module")
-def client():
-    with dask_client(workers=2, processes=False) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def galaxies() -> GalaxyDataset:
     return synthesize(130, seed=7)
 
@@ -60,38 +54,39 @@ def sharded_latents(folder: str) -> np.ndarray:
                            for i in range(len(manifest.shards))])
 
 
-def test_encode_on_shards_is_the_one_process_answer(tmp_path: Path, client, galaxies,
+def test_encode_on_shards_is_the_one_process_answer(tmp_path: Path, threaded_dask, galaxies,
                                                     model) -> None:
     with one_blas_thread():
         expected = encode_dataset(model, galaxies)
     data = sharded(tmp_path / "big", galaxies, 45)
-    count = encode_survey(lambda: nullcontext(client), RUN, data, str(tmp_path / "latents"),
+    count = encode_survey(lambda: nullcontext(threaded_dask), RUN, data, str(tmp_path / "latents"),
                           progress=False)
     assert count == 130
     np.testing.assert_array_equal(sharded_latents(str(tmp_path / "latents")), expected.mean)
     write_dataset(tmp_path / "one.h5", galaxies)  # one file, cut into row ranges as tasks
-    encode_survey(lambda: nullcontext(client), RUN, str(tmp_path / "one.h5"),
+    encode_survey(lambda: nullcontext(threaded_dask), RUN, str(tmp_path / "one.h5"),
                   str(tmp_path / "z.h5"), shard_size=60, progress=False)
     latents = read_latents(str(tmp_path / "z.h5"))
     np.testing.assert_array_equal(latents.sd, expected.sd)
     assert latents.provenance == galaxies.provenance
 
 
-def test_evaluate_on_shards_reduces_to_the_one_process_summary(tmp_path: Path, client,
+def test_evaluate_on_shards_reduces_to_the_one_process_summary(tmp_path: Path, threaded_dask,
                                                                galaxies, model) -> None:
     data = sharded(tmp_path / "big", galaxies, 45)
     with one_blas_thread():
         expected = evaluate(model, galaxies, label=data).summary
     parts = tmp_path / "ev.json.parts"
-    summary = evaluate_survey(lambda: nullcontext(client), RUN, data, str(parts),
+    summary = evaluate_survey(lambda: nullcontext(threaded_dask), RUN, data, str(parts),
                               progress=False)
     assert summary == expected
     assert len(summary["by_baseline_misfit"]) == 4
-    again = evaluate_survey(lambda: nullcontext(client), RUN, data, str(parts), progress=False)
+    again = evaluate_survey(lambda: nullcontext(threaded_dask), RUN, data, str(parts),
+                            progress=False)
     assert again == expected  # from the kept parts: nothing recomputed, the same numbers
 
 
-def test_an_interrupted_encode_resumes_keeping_finished_shards(tmp_path: Path, client,
+def test_an_interrupted_encode_resumes_keeping_finished_shards(tmp_path: Path, threaded_dask,
                                                                galaxies, model) -> None:
     data = Path(sharded(tmp_path / "big", galaxies, 30))
     good = (data / "shard-00002.h5").read_bytes()
@@ -100,13 +95,13 @@ def test_an_interrupted_encode_resumes_keeping_finished_shards(tmp_path: Path, c
         handle.write(b"\xff" * 64)
     out = tmp_path / "latents"
     with pytest.raises(DataError, match="shard-00002.h5: checksum differs"):
-        encode_survey(lambda: nullcontext(client), RUN, str(data), str(out), progress=False)
+        encode_survey(lambda: nullcontext(threaded_dask), RUN, str(data), str(out), progress=False)
     assert (out / JOB_NAME).exists() and not (out / MANIFEST_NAME).exists()
     finished = {name: (out / name).stat().st_mtime_ns for name in os.listdir(out)
                 if name.startswith("shard-")}
     assert finished and "shard-00002.h5" not in finished
     (data / "shard-00002.h5").write_bytes(good)
-    encode_survey(lambda: nullcontext(client), RUN, str(data), str(out), progress=False)
+    encode_survey(lambda: nullcontext(threaded_dask), RUN, str(data), str(out), progress=False)
     assert all((out / name).stat().st_mtime_ns == time for name, time in finished.items())
     with one_blas_thread():
         np.testing.assert_array_equal(sharded_latents(str(out)),
