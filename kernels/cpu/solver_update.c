@@ -5,8 +5,24 @@
 // Segment s is bounds[s] <= i < bounds[s + 1], with coefficients {lr_mult, l2, l1} (l2 and l1
 // include the solver's regu_coef). hyper = {momentum, beta1, beta2, epsilon}; step_lr is the
 // learning rate, for Adam already bias-corrected: lr sqrt(1 - beta2^t) / (1 - beta1^t).
+//
+// Subnormal numbers are flushed to zero inside the update (x86: MXCSR's FTZ and DAZ bits, set for
+// the call and restored after it). Weights that get no data gradient decay geometrically under
+// L2 and Adam until they and Adam's moments are subnormal; x86 multiplies those a hundred times
+// slower, so a long run's GEMMs slowed from 54 to 2.4 iterations/s. Flushed, they stay zero: the
+// values differ from IEEE results only below 1.2e-38 (float) / 2.2e-308 (double).
 #include <math.h>
 #include <stdint.h>
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#define FLUSH_SUBNORMALS_BEGIN                          \
+    const unsigned int saved_csr = _mm_getcsr();        \
+    _mm_setcsr(saved_csr | 0x8040u); /* FTZ | DAZ */
+#define FLUSH_SUBNORMALS_END _mm_setcsr(saved_csr);
+#else
+#define FLUSH_SUBNORMALS_BEGIN
+#define FLUSH_SUBNORMALS_END
+#endif
 
 enum SolverMethod { kSGD = 0, kNesterov = 1, kAdam = 2 };
 
@@ -21,6 +37,7 @@ enum SolverMethod { kSGD = 0, kNesterov = 1, kAdam = 2 };
         const T one_minus_beta1 = (T)(1.0 - hyper[1]);                                          \
         const T one_minus_beta2 = (T)(1.0 - hyper[2]);                                          \
         const T epsilon = (T)hyper[3];                                                          \
+        FLUSH_SUBNORMALS_BEGIN                                                                  \
         for (int s = 0; s < n_segments; ++s) {                                                  \
             const int64_t first = bounds[s] > start ? bounds[s] : start;                        \
             const int64_t last = bounds[s + 1] < stop ? bounds[s + 1] : stop;                   \
@@ -52,6 +69,7 @@ enum SolverMethod { kSGD = 0, kNesterov = 1, kAdam = 2 };
                 }                                                                               \
             }                                                                                   \
         }                                                                                       \
+        FLUSH_SUBNORMALS_END                                                                    \
     }
 
 DEFINE_SOLVER_UPDATE(solver_update_float, float, sqrtf)
