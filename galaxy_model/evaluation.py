@@ -104,6 +104,13 @@ def wins_by_baseline_misfit(
     return rows
 
 
+def check_baselines(baselines: tuple[str, ...]) -> None:
+    """Refuse a baseline name that is not one of BASELINES (before any work starts)."""
+    for name in baselines:
+        if name not in BASELINES:
+            raise DataError(f"baseline {name!r}: choose from {', '.join(BASELINES)}")
+
+
 def fit_baseline(name: str, images: np.ndarray, ivar: np.ndarray | None = None,
                  mask: np.ndarray | None = None, psf_sigma: float = SERSIC_PSF_SIGMA) -> np.ndarray:
     """The fitted x̂ of baseline `name` for every image (each band fitted alone), shaped like
@@ -177,9 +184,7 @@ def evaluate(
     data set (it seeds the per-image ELBO draws). baselines: those in summary["comparisons"]
     (the top-level numbers are always the Gaussian's); psf_sigma: the Sérsic fit's PSF."""
     x = model.check_images(dataset.data, label or "data")
-    for name in baselines:
-        if name not in BASELINES:
-            raise DataError(f"baseline {name!r}: choose from {', '.join(BASELINES)}")
+    check_baselines(baselines)
     weights = pixel_weights(x.shape, dataset.ivar, dataset.mask)
     noise_variance = None
     if adds_noise_variance(model) and dataset.ivar is not None:

@@ -24,6 +24,7 @@ import numpy as np
 
 from galaxy_model.cluster import Unit, cached_model, map_units, read_unit, units_of
 from galaxy_model.dataset import GalaxyDataset
+from galaxy_model.evaluation import SERSIC_PSF_SIGMA
 from galaxy_model.latents import Latents, encode_dataset, write_latents
 from galaxy_model.shards import (
     DEFAULT_SHARD_SIZE,
@@ -97,13 +98,15 @@ def encode_survey(cluster: Cluster, run_dir: str, data: str, out: str, force: bo
 # ----------------------------------------------------------------------------------- evaluate
 
 
-def _evaluate_unit(unit: Unit, run_dir: str, parts_dir: str | None,
-                   label: str) -> tuple[int, dict[str, np.ndarray]]:
+def _evaluate_unit(unit: Unit, run_dir: str, parts_dir: str | None, label: str,
+                   baselines: tuple[str, ...],
+                   psf_sigma: float) -> tuple[int, dict[str, np.ndarray]]:
     """(pixels per image, per-image records) of one unit; kept in `parts_dir` when given."""
     from galaxy_model.evaluation import evaluate, image_records
 
     dataset = read_unit(unit)
-    result = evaluate(cached_model(run_dir), dataset, label=label, first_row=unit.first_row)
+    result = evaluate(cached_model(run_dir), dataset, label=label, first_row=unit.first_row,
+                      baselines=baselines, psf_sigma=psf_sigma)
     pixels, records = int(np.prod(dataset.data.shape[1:])), image_records(result)
     if parts_dir is not None:
         path = os.path.join(parts_dir, _part_name(unit))
@@ -126,23 +129,29 @@ def _load_part(path: str) -> tuple[int, dict[str, np.ndarray]]:
 
 
 def evaluate_survey(cluster: Cluster, run_dir: str, data: str, parts_dir: str | None = None,
-                    force: bool = False, progress: bool = True) -> dict:
+                    force: bool = False, progress: bool = True,
+                    baselines: tuple[str, ...] = ("gaussian",),
+                    psf_sigma: float = SERSIC_PSF_SIGMA) -> dict:
     """The evaluate summary of `data`, one task per shard, reduced exactly on the client.
 
     parts_dir: where each shard's per-image records are kept until the caller has written the
-    summary (a rerun after a kill reuses them); remove it with `finish_evaluation`."""
-    from galaxy_model.evaluation import summarise_records
+    summary (a rerun after a kill reuses them); remove it with `finish_evaluation`.
+    baselines, psf_sigma: as for galaxy_model.evaluation.evaluate (each image's fit is its own,
+    so the Sérsic comparison too is the one-process answer)."""
+    from galaxy_model.evaluation import check_baselines, summarise_records
 
+    check_baselines(baselines)
     units = units_of(data)
     done: set[str] = set()
     if parts_dir is not None:
         identity = {"command": "evaluate", "run": run_identity(run_dir),
-                    "data": data_identity(data)}
+                    "data": data_identity(data), "baselines": list(baselines),
+                    "psf_sigma": psf_sigma}
         done = start_job(parts_dir, identity, [data, *files_under(run_dir)], force)
     todo = [unit for unit in units if _part_name(unit) not in done]
     with cluster() as client:
-        results = map_units(client, _evaluate_unit, todo, run_dir, parts_dir, data,
-                            label="evaluate", progress=progress)
+        results = map_units(client, _evaluate_unit, todo, run_dir, parts_dir, data, baselines,
+                            psf_sigma, label="evaluate", progress=progress)
     computed = dict(zip([unit.index for unit in todo], results, strict=True))
     parts = [computed[unit.index] if unit.index in computed
              else _load_part(os.path.join(parts_dir, _part_name(unit))) for unit in units]

@@ -14,7 +14,6 @@ from galaxy_model.evaluation import SERSIC_PSF_SIGMA, evaluate
 from galaxy_model.model import GalaxyVAE
 from mochapy.atomic import write_text_atomically
 from mochapy.cli_errors import one_line_errors
-from mochapy.errors import DataError
 from mochapy.outputs import claim_output, files_under
 
 
@@ -37,10 +36,11 @@ from mochapy.outputs import claim_output, files_under
 def command(run_dir: str, data: str, json_out: str | None, force: bool, baseline: str,
             psf_sigma: float, scheduler: str | None, scheduler_file: str | None,
             workers: int | None) -> None:
-    """Fit the Gaussian baseline to every image and compare the VAE with it.
+    """Fit the baselines to every image and compare the VAE with them.
 
-    Sharded DATA or a named cluster: one Dask task per shard, the summary reduced exactly (the
-    same numbers as in one process); with --json, a rerun reuses the shards already done."""
+    Sharded DATA or a named cluster: one Dask task per shard (Gaussian and Sérsic fits alike),
+    the summary reduced exactly (the same numbers as in one process); with --json, a rerun
+    reuses the shards already done."""
     if json_out:
         claim_output(json_out, [data, *files_under(run_dir)], force)
     parts_dir = f"{json_out}.parts" if json_out else None
@@ -48,11 +48,9 @@ def command(run_dir: str, data: str, json_out: str | None, force: bool, baseline
     if wants_cluster(data, scheduler, scheduler_file, workers):
         from galaxy_model.survey import evaluate_survey, finish_evaluation
 
-        if baselines != ("gaussian",):
-            raise DataError("--baseline sersic|both: not yet on sharded data or a cluster")
-
         summary = evaluate_survey(partial(dask_client, scheduler, scheduler_file, workers),
-                                  run_dir, data, parts_dir)
+                                  run_dir, data, parts_dir, baselines=baselines,
+                                  psf_sigma=psf_sigma)
     else:
         with one_blas_thread():
             summary = evaluate(GalaxyVAE.load(run_dir), load(data), label=data,
