@@ -12,8 +12,17 @@ configuration does the same work.
 
 Peak RSS for every sharded data set of --rss-data (each measured in a fresh process): training
 the poster's net for --train-iters iterations streaming from it, and encoding all of it on a
-2-worker LocalCluster (the client's peak and the largest worker's). Flat memory means these do
-not grow with the data set's size.
+2-worker LocalCluster (the client's peak and the largest worker's); --memory-parts picks either.
+Flat memory means these do not grow with the data set's size.
+
+Two tools for a command-line run at full size (docs/scale.md, benchmarks/results/COMMAND.md):
+
+    python benchmarks/scale.py --record R.json --watch-rss galaxy-model encode --data big/ ...
+        runs the command and appends its wall time and the peak RSS of its own process and of
+        every Dask worker process it starts to R.json;
+    python benchmarks/scale.py --data big/ --run RUN --compare-encode latents/ --record R.json
+        encodes every shard of big/ in this one process (no Dask) and compares mean, sd and
+        provenance with the sharded latents bit for bit.
 """
 
 from __future__ import annotations
@@ -157,6 +166,90 @@ def measure_throughput(args: argparse.Namespace, scratch: Path) -> list[dict[str
 # ----------------------------------------------------------------------------------- memory
 
 
+def load_average() -> float:
+    """The 1-minute load average: how contended the machine was (2 cores here)."""
+    return round(os.getloadavg()[0], 2)
+
+
+def tree_peaks(command: list[str]) -> dict[str, Any]:
+    """Run `command` and watch its process tree: wall time, exit status, the peak RSS of the
+    command's own process and of each Dask worker process it starts (a worker replaced by its
+    nanny counts as another process), in MiB."""
+    import psutil
+
+    started, load_before = time.perf_counter(), load_average()
+    process = subprocess.Popen(command, cwd=REPO)
+    peaks: dict[int, float] = {}
+    roles: dict[int, str] = {process.pid: "client"}
+    root = psutil.Process(process.pid)
+    while process.poll() is None:
+        try:
+            children = root.children(recursive=True)
+        except psutil.Error:  # exiting
+            children = []
+        for child in children:
+            if child.pid not in roles:
+                try:
+                    spawned = "spawn_main" in " ".join(child.cmdline())
+                except psutil.Error:
+                    continue
+                roles[child.pid] = "worker" if spawned else "other"
+        for pid in roles:
+            try:
+                peaks[pid] = max(peaks.get(pid, 0.0), peak_rss_mib(pid))
+            except (OSError, StopIteration):  # gone: its last reading stands
+                pass
+        time.sleep(0.5)
+    return {"command": " ".join(command), "status": process.returncode,
+            "seconds": round(time.perf_counter() - started, 1),
+            "load_average_before": load_before, "load_average_after": load_average(),
+            "client_peak_mib": peaks.get(process.pid, 0.0),
+            "worker_peaks_mib": [peaks[pid] for pid in roles
+                                 if roles[pid] == "worker" and pid in peaks],
+            "other_peaks_mib": [peaks[pid] for pid in roles
+                                if roles[pid] == "other" and pid in peaks]}
+
+
+def compare_encode(run: str, data: str, latents: str) -> dict[str, Any]:
+    """Encode every shard of `data` in this one process (a plain loop, no Dask) and compare
+    mean, sd and provenance with the sharded `latents` bit for bit."""
+    from galaxy_model.latents import read_latents
+    from mochapy.sharded import open_sharded
+
+    inputs, outputs = open_sharded(data), open_sharded(latents)
+    if len(inputs.shards) != len(outputs.shards):
+        raise SystemExit(f"{latents}: {len(outputs.shards)} shards for {len(inputs.shards)} "
+                         f"input shards")
+    started, load_before = time.perf_counter(), load_average()
+    same = {"mean": True, "sd": True, "provenance": True}
+    images = 0
+    with one_blas_thread():
+        for unit in units_of(data):
+            expected = encode_dataset(cached_model(run), read_unit(unit))
+            got = read_latents(outputs.path(unit.index))
+            same["mean"] &= np.array_equal(got.mean, expected.mean)
+            same["sd"] &= np.array_equal(got.sd, expected.sd)
+            same["provenance"] &= got.provenance == expected.provenance
+            images += len(expected.mean)
+            print(f"shard {unit.index}: {images:,} images compared, identical so far: "
+                  f"{all(same.values())}", flush=True)
+    seconds = time.perf_counter() - started
+    return {"command": f"one-process encode of {data} compared with {latents}",
+            "images": images, "seconds": round(seconds, 1),
+            "images_per_s": round(images / seconds, 1),
+            "load_average_before": load_before, "load_average_after": load_average(),
+            "peak_rss_mib": peak_rss_mib(), "identical": same}
+
+
+def record(path: str, row: dict[str, Any]) -> None:
+    """Append `row` (with the time) to the report at `path`, started with the machine."""
+    report = (json.loads(Path(path).read_text()) if os.path.exists(path)
+              else {"machine": machine(), "rows": []})
+    report["rows"].append({"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **row})
+    Path(path).write_text(json.dumps(report, indent=2))
+    print(json.dumps(row, indent=2))
+
+
 def child_peak(command: list[str]) -> tuple[float, str]:
     """Run `command`; (its peak RSS in MiB, read from /proc until it exits, and its stdout)."""
     with tempfile.TemporaryFile("w+") as output:
@@ -203,21 +296,25 @@ def measure_memory(args: argparse.Namespace, scratch: Path) -> list[dict[str, An
     rows = []
     for data in args.rss_data:
         manifest = json.loads((Path(data) / "manifest.json").read_text())
-        net = training_net(data, args.train_iters, scratch)
-        train_peak, _ = child_peak([str(Path(sys.executable).with_name("mochapy")), "run",
-                                    str(net), "--out", str(scratch / f"train-{len(rows)}"),
-                                    "--quiet"])
-        _, printed = child_peak([sys.executable, __file__, "--encode-memory", args.run, data,
-                                 str(scratch / f"latents-{len(rows)}")])
-        encoded = json.loads(printed.strip().splitlines()[-1])
         row = {"data": data, "images": manifest["n_rows"], "shards": len(manifest["shards"]),
                "bytes": sum((Path(data) / s["name"]).stat().st_size
                             for s in manifest["shards"]),
-               "train_iterations": args.train_iters, "train_peak_mib": train_peak,
-               "encode_seconds": encoded["seconds"],
-               "encode_images_per_s": round(encoded["images"] / encoded["seconds"], 1),
-               "encode_client_peak_mib": encoded["client_peak_mib"],
-               "encode_worker_peak_mib": encoded["worker_peak_mib"]}
+               "load_average_before": load_average()}
+        if "train" in args.memory_parts:
+            net = training_net(data, args.train_iters, scratch)
+            row["train_iterations"] = args.train_iters
+            row["train_peak_mib"], _ = child_peak(
+                [str(Path(sys.executable).with_name("mochapy")), "run", str(net),
+                 "--out", str(scratch / f"train-{len(rows)}"), "--quiet"])
+        if "encode" in args.memory_parts:
+            _, printed = child_peak([sys.executable, __file__, "--encode-memory", args.run,
+                                     data, str(scratch / f"latents-{len(rows)}")])
+            encoded = json.loads(printed.strip().splitlines()[-1])
+            row.update({"encode_seconds": encoded["seconds"],
+                        "encode_images_per_s": round(encoded["images"] / encoded["seconds"], 1),
+                        "encode_client_peak_mib": encoded["client_peak_mib"],
+                        "encode_worker_peak_mib": encoded["worker_peak_mib"]})
+        row["load_average_after"] = load_average()
         print(row, flush=True)
         rows.append(row)
     return rows
@@ -236,9 +333,10 @@ def markdown(report: dict[str, Any]) -> str:
               "encode: largest worker peak | encode images/s (2 workers) |",
               "|---:|---:|---:|---:|---:|---:|---:|"]
     for row in report["memory"]:
+        cells = [f"{row[key]} MiB" if key in row else "-" for key in (
+            "train_peak_mib", "encode_client_peak_mib", "encode_worker_peak_mib")]
         lines.append(f"| {row['images']:,} | {row['shards']} | {row['bytes'] / 1e9:.2f} GB | "
-                     f"{row['train_peak_mib']} MiB | {row['encode_client_peak_mib']} MiB | "
-                     f"{row['encode_worker_peak_mib']} MiB | {row['encode_images_per_s']} |")
+                     f"{' | '.join(cells)} | {row.get('encode_images_per_s', '-')} |")
     return "\n".join(lines)
 
 
@@ -253,6 +351,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-data", nargs="*", default=[],
                         help="Sharded data sets of growing size for the memory table.")
     parser.add_argument("--train-iters", type=int, default=300)
+    parser.add_argument("--memory-parts", nargs="+", choices=("train", "encode"),
+                        default=["train", "encode"], help="What the memory table measures.")
+    parser.add_argument("--compare-encode", metavar="LATENTS",
+                        help="Encode --data in one process and compare with these latents.")
+    parser.add_argument("--record", metavar="JSON",
+                        help="Append --watch-rss's or --compare-encode's row to this report.")
+    parser.add_argument("--watch-rss", nargs=argparse.REMAINDER, metavar="COMMAND",
+                        help="Run COMMAND (the rest of the line); its and its workers' peaks.")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--json", help="Write the report here.")
     parser.add_argument("--force", action="store_true", help="Replace the --json file.")
@@ -262,6 +368,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.encode_memory:
         encode_memory(*args.encode_memory)
         return 0
+    if args.watch_rss or args.compare_encode:
+        if not args.record:
+            parser.error("--watch-rss and --compare-encode need --record JSON")
+        row = (tree_peaks(args.watch_rss) if args.watch_rss
+               else compare_encode(args.run, args.data, args.compare_encode))
+        record(args.record, row)
+        return 0 if row.get("status", 0) == 0 else 1
     if args.json:
         claim_output(args.json, force=args.force)
     report: dict[str, Any] = {"machine": machine(), "run": args.run, "data": args.data,
