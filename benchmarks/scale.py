@@ -356,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-encode", metavar="LATENTS",
                         help="Encode --data in one process and compare with these latents.")
     parser.add_argument("--record", metavar="JSON",
-                        help="Append --watch-rss's or --compare-encode's row to this report.")
+                        help="Append the rows of --watch-rss, --compare-encode or the memory "
+                             "table to this report.")
     parser.add_argument("--watch-rss", nargs=argparse.REMAINDER, metavar="COMMAND",
                         help="Run COMMAND (the rest of the line); its and its workers' peaks.")
     parser.add_argument("--skip-throughput", action="store_true")
@@ -368,9 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.encode_memory:
         encode_memory(*args.encode_memory)
         return 0
+    if (args.watch_rss or args.compare_encode) and not args.record:
+        parser.error("--watch-rss and --compare-encode need --record JSON")
     if args.watch_rss or args.compare_encode:
-        if not args.record:
-            parser.error("--watch-rss and --compare-encode need --record JSON")
         row = (tree_peaks(args.watch_rss) if args.watch_rss
                else compare_encode(args.run, args.data, args.compare_encode))
         record(args.record, row)
@@ -384,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                                 else measure_throughput(args, Path(scratch)))
         report["memory"] = measure_memory(args, Path(scratch))
     print(markdown(report))
+    for row in report["memory"] if args.record else []:
+        record(args.record, row)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")
