@@ -1,37 +1,20 @@
-"""Trainer: the solve loop with coffee breaks, snapshots, resume, divergence stop and a run lock.
-
-A run directory holds: net.yaml (the exact config), snapshots/ (verified HDF5 snapshots),
-statistics.h5 (the lounge), weights.h5 (final float parameters, no solver state), training.json
-(iterations, wall time, speed, machine) and log.txt.
-"""
+"""Trainer: the solve loop with coffee breaks, snapshots, resume and a divergence stop."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import fcntl
-import json
 import math
 import os
-import platform
-import shutil
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from mochapy.atomic import (
-    remove_partial_files,
-    write_atomically,
-    write_hdf5_atomically,
-    write_text_atomically,
-)
+from mochapy.atomic import remove_partial_files
 from mochapy.backends import get_backend
 from mochapy.coffee import BreakContext, CoffeeLounge, TrainingSummary, compose_breaks
 from mochapy.config import RunConfig
@@ -41,7 +24,6 @@ from mochapy.run_directory import (
     RunDirectoryError,
     check_run_directory,
     fingerprint_differences,
-    is_run,
     run_markers,
     training_fingerprint,
     write_net_copy,
@@ -58,6 +40,15 @@ from mochapy.snapshots import (
     write_snapshot,
 )
 from mochapy.solvers import make_solver
+from mochapy.training.divergence import first_nonfinite
+from mochapy.training.export import (
+    export_weights,
+    machine_description,
+    write_training_record,
+)
+from mochapy.training.lock import RunLock
+from mochapy.training.reports import run_reports
+from mochapy.training.signals import deferred_stop_signals
 
 
 @dataclass
@@ -67,52 +58,6 @@ class TrainResult:
     wall_seconds: float
     final_loss: float
     resumed_from: int | None
-
-
-class RunLock:
-    """An exclusive lock on a run directory, so two runs never interleave their files."""
-
-    def __init__(self, out_dir: str) -> None:
-        self.path = os.path.join(out_dir, ".lock")
-        self.handle: Any = None
-        self.previous: str | None = None  # what the file held before (None: this call made it)
-
-    def __enter__(self) -> RunLock:
-        existed = os.path.exists(self.path)
-        self.handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.seek(0)
-            owner = self.handle.read().strip() or "another process"
-            self.handle.close()
-            raise MochaError(
-                f"run directory {os.path.dirname(self.path)} is in use by {owner}; "
-                "wait for it or choose another --out"
-            ) from None
-        self.handle.seek(0)
-        self.previous = self.handle.read() if existed else None
-        try:  # unbuffered, so a full disk fails here and not again when the file is closed
-            os.ftruncate(self.handle.fileno(), 0)
-            os.write(self.handle.fileno(), f"pid {os.getpid()} on {platform.node()}".encode())
-        except OSError as exc:  # we hold the lock, so no other run uses this file
-            os.unlink(self.path)
-            self.__exit__()
-            raise OSError(exc.errno, exc.strerror, self.path) from None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
-
-    def undo(self) -> None:
-        """Leave the lock file as it was before (removed if this call made it): for a run
-        refused before it started, which must change nothing in the folder."""
-        if self.previous is None:
-            os.unlink(self.path)
-        else:
-            os.ftruncate(self.handle.fileno(), 0)
-            os.write(self.handle.fileno(), self.previous.encode())
 
 
 class Trainer:
@@ -335,7 +280,7 @@ class Trainer:
             self._finish(wall)
         result = TrainResult(self.out_dir, self.solver.iteration, wall,
                              self.lounge.last("train/loss") or float("nan"), resumed_from)
-        self._run_reports()
+        run_reports(self.config, self.out_dir, self.progress)
         return result
 
     def _loop(self, interrupted: list[int]) -> float:
@@ -420,26 +365,8 @@ class Trainer:
         loss, a gradient, the summed loss, a parameter, or only the gradient's norm) and which
         snapshot is kept."""
         return DivergenceError(
-            f"training diverged {when}: {self._first_nonfinite(loss)}; {self._kept_snapshot()}"
+            f"training diverged {when}: {first_nonfinite(self.net, loss)}; {self._kept_snapshot()}"
         )
-
-    def _first_nonfinite(self, loss: float) -> str:
-        where = self.net.first_nonfinite()
-        if where is not None:
-            return f"NaN/Inf first in {where}"
-        if not math.isfinite(loss):
-            return "NaN/Inf first in the summed loss (every layer's loss is finite: their sum " \
-                   "overflows)"
-        finite = self.backend.all_finite
-        for key, param in self.net.params.params.items():
-            if not finite(param.data):
-                return f"NaN/Inf first in parameter {key!r}"
-        largest = max(self.net.params.params.items(),
-                      key=lambda item: float(np.abs(self.backend.to_host(item[1].grad)).max()))
-        value = float(np.abs(self.backend.to_host(largest[1].grad)).max())
-        return (f"every loss, gradient and parameter is finite, but the squared gradient norm "
-                f"overflows {self.backend.dtype.name} (largest gradient {value:.3g}, in "
-                f"{largest[0]!r})")
 
     def _kept_snapshot(self) -> str:
         kept = list_snapshots(self.snapshot_dir)
@@ -467,151 +394,8 @@ class Trainer:
             "machine": machine_description(),
             "finished": True,
         }
-        path = os.path.join(self.out_dir, "training.json")
-        previous = _read_json(path) if os.path.exists(path) else {}
-        info["wall_seconds_total"] = round(
-            previous.get("wall_seconds_total", 0.0) + wall, 3
-        )
-        resumed_with_changes = list(previous.get("resumed_with_changes", []))
-        if self.changes:  # what --resume --allow-changed let differ from the snapshot
-            resumed_with_changes.append({"from_iteration": self._start_iter,
-                                         "changes": self.changes})
-        if resumed_with_changes:
-            info["resumed_with_changes"] = resumed_with_changes
-        write_text_atomically(path, json.dumps(info, indent=2))
+        write_training_record(os.path.join(self.out_dir, "training.json"), info, wall,
+                              self.changes, self._start_iter)
         self.log(f"done: {iteration} iterations in {wall:.1f} s; run directory {self.out_dir}")
 
-    def _run_reports(self) -> None:
-        run_reports(self.config, self.out_dir, self.progress)
 
-
-def run_reports(config: RunConfig, out_dir: str, progress: bool) -> None:
-    """Call the report hooks the YAML names (entry points of group `mochapy.reports`)."""
-    for name in config.report:
-        hooks = [e for e in entry_points(group="mochapy.reports") if e.name == name]
-        if not hooks:
-            raise ConfigError(f"{config.path}: report {name!r} is not installed")
-        hooks[0].load()(out_dir, progress=progress)
-
-
-def stage_finished(stage_dir: str) -> bool:
-    """True when a stage's training ended normally (max_iter or its time budget reached)."""
-    path = os.path.join(stage_dir, "training.json")
-    return os.path.exists(path) and bool(_read_json(path).get("finished"))
-
-
-def train(config: RunConfig, out_dir: str, **options: Any) -> TrainResult:
-    """Train a config: one run, or each stage in turn, each starting from the previous one.
-
-    A staged run keeps every stage in OUT/stage<k>-<name>/ (a complete run directory) and puts
-    the final net.yaml, weights.h5, merged statistics.h5 and training.json in OUT itself, so OUT
-    loads like any run. --resume skips finished stages and resumes the unfinished one.
-    """
-    if not config.stages:
-        return Trainer(config, out_dir, **options).run()
-    resume = options.get("resume", False)
-    check_run_directory(out_dir, resume)
-    made = not os.path.isdir(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    with RunLock(out_dir):
-        try:
-            remove_partial_files(out_dir)
-            _train_stages(config, out_dir, resume, options)
-        except BaseException:
-            if made and os.listdir(out_dir) == [".lock"]:  # bad input stopped the first stage
-                os.unlink(os.path.join(out_dir, ".lock"))  # before it wrote anything: leave
-                os.rmdir(out_dir)  # no half-made run directory behind
-            raise
-    run_reports(config, out_dir, options.get("progress", True))
-    info = _read_json(os.path.join(out_dir, "training.json"))
-    final_loss = info["stages"][-1].get("final_train_loss")
-    return TrainResult(out_dir, info["iterations"], info["wall_seconds_total"],
-                       float("nan") if final_loss is None else final_loss, None)
-
-
-def _train_stages(config: RunConfig, out_dir: str, resume: bool, options: dict) -> None:
-    previous = config.stages[0].config.init_from
-    stage_dirs = []
-    for index, stage in enumerate(config.stages):
-        stage_dir = os.path.join(out_dir, f"stage{index + 1}-{stage.name}")
-        stage_dirs.append(stage_dir)
-        if resume and stage_finished(stage_dir):
-            previous = stage_dir
-            continue
-        stage_config = dataclasses.replace(stage.config, init_from=previous, report=[],
-                                           files=config.files)
-        # a stage that never began (or stopped before its first snapshot) starts now
-        Trainer(stage_config, stage_dir, **{**options, "resume": resume and is_run(stage_dir)}
-                ).run()
-        previous = stage_dir
-    _merge_stages(config, out_dir, stage_dirs)
-
-
-def _read_json(path: str) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
-
-
-def _merge_stages(config: RunConfig, out_dir: str, stage_dirs: list[str]) -> None:
-    """The final stage's net and weights, every stage's statistics and timings, in OUT."""
-    write_net_copy(out_dir, config, config.files)
-    last = stage_dirs[-1]
-    write_atomically(os.path.join(out_dir, "weights.h5"),
-                     lambda temp: shutil.copyfile(os.path.join(last, "weights.h5"), temp))
-    merged, stages, offset = {}, [], 0
-    for stage, stage_dir in zip(config.stages, stage_dirs, strict=True):
-        info = _read_json(os.path.join(stage_dir, "training.json"))
-        stages.append({"stage": stage.name, **info})
-        lounge = CoffeeLounge.load(os.path.join(stage_dir, "statistics.h5"))
-        for key, rows in lounge.as_arrays().items():
-            shifted = rows.copy()
-            shifted[:, 0] += offset
-            merged[f"{stage.name}/{key}"] = shifted
-        offset += info["iterations"]
-    write_hdf5_atomically(os.path.join(out_dir, "statistics.h5"), merged,
-                          {"columns": "iteration,value"})
-    summary = {
-        "name": config.name,
-        "iterations": offset,
-        "wall_seconds_total": round(sum(s["wall_seconds_total"] for s in stages), 3),
-        "backend": stages[-1]["backend"],
-        "n_params": stages[-1]["n_params"],
-        "machine": stages[-1]["machine"],
-        "stages": stages,
-        "finished": all(s.get("finished") for s in stages),
-    }
-    write_text_atomically(os.path.join(out_dir, "training.json"), json.dumps(summary, indent=2))
-
-
-@contextlib.contextmanager
-def deferred_stop_signals(received: list[int]) -> Iterator[None]:
-    """SIGTERM and Ctrl-C only note the signal: the loop ends the iteration (a solver update is
-    never cut in half) and then snapshots. Only the main thread may install signal handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {
-        number: signal.signal(number, lambda sig, frame: received.append(sig))
-        for number in (signal.SIGTERM, signal.SIGINT)
-    }
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
-def export_weights(net: Net, path: str) -> None:
-    """Final parameters as float32 HDF5 (no solver state): what a shipped run carries."""
-    arrays = {f"params/{k}": v.astype(np.float32) for k, v in net.params.host_arrays().items()}
-    write_hdf5_atomically(path, arrays, {"format": 1})
-
-
-def machine_description() -> dict[str, Any]:
-    return {
-        "node": platform.node(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
