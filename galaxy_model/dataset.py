@@ -223,6 +223,7 @@ def read_dataset(path: str | os.PathLike, limit: int | None = None,
         raise DataError(f"{path}: unreadable dataset (truncated or corrupt?): {exc}") from exc
     _validate(ds, str(path))
     _check_scale(ds, str(path))
+    _check_ivar(ds, str(path), start)
     return ds
 
 
@@ -236,6 +237,19 @@ def _check_scale(ds: GalaxyDataset, where: str) -> None:
             want = "finite" if name == "offset" else "positive and finite"
             raise DataError(f"{where}: `{name}` must be {want} (image {row} has "
                             f"{values[row].tolist()})")
+
+
+def _check_ivar(ds: GalaxyDataset, where: str, first_row: int) -> None:
+    """A negative or NaN inverse variance is no noise level (0 is: no information): refuse it,
+    naming the first image, band and pixel, before any fit or loss weighs by it."""
+    if ds.ivar is None:
+        return
+    bad = ~(np.isfinite(ds.ivar) & (ds.ivar >= 0))
+    if bad.any():
+        image, band, y, x = (int(i) for i in np.argwhere(bad)[0])
+        raise DataError(f"{where}: `ivar` holds negative, NaN or Inf values (first at image "
+                        f"{first_row + image}, band {band + 1}, x={x}, y={y}: "
+                        f"{ds.ivar[image, band, y, x]}; use 0 for no information)")
 
 
 def _plain(value: Any) -> Any:
