@@ -83,6 +83,7 @@ class Net:
             and (layer.params or any(b.diff is not None for b in layer.bottoms))
         ]
         self.loss_layers = [layer for layer in self.layers if layer.config.has_loss]
+        self.sinks = [layer for layer in self.layers if layer.config.is_sink]
 
     # -- construction helpers ---------------------------------------------------------------------
     def _batch_size_from_sources(self) -> int:
@@ -214,8 +215,11 @@ class Net:
         return self.params.size
 
     def close(self) -> None:
-        """Finish output layers (their files appear only now)."""
-        for layer in self.layers:
-            close = getattr(layer, "close", None)
-            if close:
-                close()
+        """Finish the sinks (output layers' files appear only now)."""
+        for layer in self.sinks:
+            layer.close()
+
+    def discard_outputs(self) -> None:
+        """Drop what the sinks wrote so far: a failed run leaves no half-filled file."""
+        for layer in self.sinks:
+            layer.discard()

@@ -2,7 +2,12 @@
 
 A layer type is a pair defined in one file: a frozen dataclass `XxxConfig(LayerConfig)` holding the
 YAML fields and trait flags, and a `XxxLayer(Layer)` holding buffers, with `_forward_cpu` /
-`_forward_gpu` (and `_backward_*`) paths side by side. The net reads the traits, never the type.
+`_forward_gpu` (and `_backward_*`) paths side by side. The net reads the traits, never the type:
+is_source (sets the batch size), is_sink (takes no tops; closed when a run ends, discarded when
+it fails), has_param and can_do_bp (which layers run backward), has_loss (what the net sums).
+Mocha's has_neuron and has_stats are not traits here: a layer with a neuron applies it in its own
+(fused) kernels and keeps its input for backward itself, so the net has nothing to do for it; and
+the only statistics layers report are their losses.
 """
 
 from __future__ import annotations
@@ -50,14 +55,13 @@ class LayerConfig:
 
     type_name: ClassVar[str] = ""
     layer_class: ClassVar[type[Layer]]
-    is_source: ClassVar[bool] = False
-    is_sink: ClassVar[bool] = False
+    is_source: ClassVar[bool] = False  # produces data from outside: the net's batch size
+    is_sink: ClassVar[bool] = False  # where blobs leave the net (a loss, an output): no tops
     has_param: ClassVar[bool] = False
-    has_neuron: ClassVar[bool] = False
     can_do_bp: ClassVar[bool] = False
-    has_loss: ClassVar[bool] = False
-    has_stats: ClassVar[bool] = False
-    # How many bottoms/tops the type takes: an exact count, or (min, None) for "at least min".
+    has_loss: ClassVar[bool] = False  # its loss_value counts in the net's loss
+    # How many bottoms/tops the type takes: an exact count, or (min, None) for "at least min";
+    # a sink's tops are 0 whatever n_tops says.
     n_bottoms: ClassVar[int | tuple[int, None]] = 1
     n_tops: ClassVar[int | tuple[int, None]] = 1
 
@@ -69,7 +73,7 @@ class LayerConfig:
         """Check counts and field values; subclasses extend with their own rules."""
         for label, have, want in (
             ("bottoms", len(self.bottoms), self.n_bottoms),
-            ("tops", len(self.tops), self.n_tops),
+            ("tops", len(self.tops), 0 if self.is_sink else self.n_tops),
         ):
             if isinstance(want, tuple):
                 if have < want[0]:
@@ -235,6 +239,12 @@ class Layer:
 
     def fail(self, message: str) -> ConfigError:
         return ConfigError(f"{self.config.where}: {message}")
+
+    def close(self) -> None:
+        """A sink's end of a run: whatever it wrote appears now, whole (nothing by default)."""
+
+    def discard(self) -> None:
+        """A sink's failed run: drop what it wrote so far (nothing by default)."""
 
     @property
     def loss(self) -> float:

@@ -24,7 +24,6 @@ class ContrastLevelConfig(LayerConfig):
 
     type_name = "ContrastLevel"
     can_do_bp = True
-    has_neuron = True
     n_bottoms = 2
 
 

@@ -10,33 +10,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mochapy.layers.base import Layer, LayerConfig, register_layer
+from mochapy.layers.base import register_layer
+from mochapy.layers.pair_loss import PairLossConfig, PairLossLayer
 
 
 @register_layer
 @dataclass(frozen=True)
-class GaussianKLLossConfig(LayerConfig):
-    weight: float = 1.0
-
+class GaussianKLLossConfig(PairLossConfig):
     type_name = "GaussianKLLoss"
-    has_loss = True
-    can_do_bp = True
-    is_sink = True
-    n_bottoms = 2
-    n_tops = 0
 
 
-class GaussianKLLossLayer(Layer):
+class GaussianKLLossLayer(PairLossLayer):
     config: GaussianKLLossConfig
-
-    def setup(self) -> None:
-        mu, sigma = self.bottoms
-        if sigma.flat().shape != mu.flat().shape:
-            raise self.fail(
-                f"bottom {sigma.name!r} has shape {sigma.shape}, but {mu.name!r} has {mu.shape}"
-            )
-        self.scale = self.config.weight / mu.batch_size
-        self.loss_value = self.backend.zeros(1)
+    gpu_kernel = "gaussian_kl_loss"
 
     def _forward_cpu(self) -> None:
         mu, sigma = (b.flat() for b in self.bottoms)
@@ -53,18 +39,6 @@ class GaussianKLLossLayer(Layer):
             np.reciprocal(sigma.flat(), out=d)
             np.subtract(sigma.flat(), d, out=d)
             d *= self.scale
-
-    def _forward_gpu(self) -> None:
-        # One kernel computes the loss and, in training, both gradients (backward has no work).
-        mu, sigma = self.bottoms
-        self.backend.kernels.gaussian_kl_loss(
-            mu.flat(), sigma.flat(), self.scale, self.loss_value,
-            None if mu.diff is None else mu.flat_diff(),
-            None if sigma.diff is None else sigma.flat_diff(),
-        )
-
-    def _backward_gpu(self) -> None:
-        """The forward kernel already wrote the gradients."""
 
 
 GaussianKLLossConfig.layer_class = GaussianKLLossLayer

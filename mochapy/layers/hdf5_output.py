@@ -28,7 +28,6 @@ class HDF5OutputConfig(LayerConfig):
     type_name = "HDF5Output"
     is_sink = True
     n_bottoms = (1, None)
-    n_tops = 0
 
     def validate(self) -> None:
         super().validate()

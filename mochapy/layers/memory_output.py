@@ -15,7 +15,6 @@ class MemoryOutputConfig(LayerConfig):
     type_name = "MemoryOutput"
     is_sink = True
     n_bottoms = (1, None)
-    n_tops = 0
 
 
 class MemoryOutputLayer(Layer):

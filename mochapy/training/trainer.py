@@ -271,11 +271,11 @@ class Trainer:
                 ):
                     wall = self._loop(interrupted)
             except BaseException:
-                self._discard_outputs(self.net)
+                self.net.discard_outputs()
                 raise
             finally:  # validation passes write no output files: only the training net's count
                 if self._val_net is not None:
-                    self._discard_outputs(self._val_net)
+                    self._val_net.discard_outputs()
             self.net.close()  # output layers' files appear now, whole
             self._finish(wall)
         result = TrainResult(self.out_dir, self.solver.iteration, wall,
@@ -335,15 +335,6 @@ class Trainer:
         finally:
             bar.close()
         return time.perf_counter() - self._t0
-
-    @staticmethod
-    def _discard_outputs(net: Net) -> None:
-        """Drop what a net's output layers wrote so far: a failed run leaves no half-filled
-        file."""
-        for layer in net.layers:
-            discard = getattr(layer, "discard", None)
-            if discard:
-                discard()
 
     def _take_device_losses(self, runner: Any, iteration: int) -> float | None:
         """Add the losses the GPU summed since the last read; DivergenceError if any was NaN/Inf
