@@ -8,13 +8,13 @@ import sys
 import click
 
 from mochapy.backends import get_backend
-from mochapy.cli_errors import one_line_errors
+from mochapy.cli_errors import OneLineErrorGroup, one_line_errors
 from mochapy.config import load_config
 from mochapy.net import Net
 from mochapy.training import train
 
 
-@click.group()
+@click.group(cls=OneLineErrorGroup)
 @click.version_option(package_name="mochapy")
 def main() -> None:
     """mochapy: Mocha.jl's layer engine in Python, nets declared in YAML."""

@@ -1,4 +1,6 @@
-"""Turn user-facing errors into one line on stderr and a non-zero exit, for every front end."""
+"""Turn user-facing errors into one line on stderr and a non-zero exit, for every front end:
+errors the commands raise (`one_line_errors`) and click's own usage errors (`OneLineErrorGroup`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import functools
 import sys
 import warnings
 from collections.abc import Callable
-from typing import TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 
@@ -43,3 +45,36 @@ def one_line_errors(func: F) -> F:
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: TextIO | None = None, line: str | None = None) -> None:
     click.echo(f"warning: {' '.join(str(message).split())}", err=True)
+
+
+class OneLineErrorGroup(click.Group):
+    """A click group whose usage errors (unknown option or command, missing argument, bad value)
+    print as one `error: <command>: ...` line, exit code 2, instead of click's usage block."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as exc:  # the group's own options, e.g. `mochapy --bogus`
+            _show_in_one_line(exc)
+            raise
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:  # a subcommand's arguments, or its UsageError
+            _show_in_one_line(exc)
+            raise
+
+
+def _show_in_one_line(exc: click.ClickException) -> None:
+    """Make click's standalone handler print `exc` as one line (it calls exc.show())."""
+    ctx = getattr(exc, "ctx", None)
+    where = f"{ctx.command_path}: " if ctx is not None else ""
+    hint = f" (see {ctx.command_path} --help)" if isinstance(exc, click.UsageError) and ctx else ""
+    line = f"error: {where}{' '.join(exc.format_message().split())}{hint}"
+
+    def show(file: TextIO | None = None) -> None:
+        click.echo(line, err=True)
+
+    exc.show = show  # type: ignore[method-assign]

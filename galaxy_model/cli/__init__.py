@@ -9,6 +9,8 @@ import importlib
 
 import click
 
+from mochapy.cli_errors import OneLineErrorGroup
+
 SUBCOMMANDS = {
     "synth": "Generate the built-in style synthetic galaxy sample into an HDF5 dataset.",
     "prepare": "Turn FITS/JPEG/PNG/HDF5 cutouts into a 69x69 galaxy dataset.",
@@ -20,7 +22,7 @@ SUBCOMMANDS = {
 }
 
 
-class LazyGroup(click.Group):
+class LazyGroup(OneLineErrorGroup):
     """A click group whose subcommands are imported from galaxy_model.cli.<name> on demand."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
