@@ -15,8 +15,12 @@ import numpy as np
 
 from mochapy.errors import ConfigError
 
-# exp overflows float32 at inputs >= 88.73; guarding at 88 keeps exp finite in float32 and float64.
-EXP_INPUT_CAP = 88.0
+# exp overflows float32 at inputs >= 88.73: no cap may pass 88, so exp stays finite in float32.
+EXP_MAX_CAP = 88.0
+# The default cap: an sd of e^30 (1.1e13) is far above any a pixel needs (the shipped decoders stay
+# below e^17 on held-out images and prior samples), and sd^2 and 1/sd^2 stay normal float32
+# numbers. At the old default, 88, one unusual training galaxy drove a decoder sd to 1.7e38.
+EXP_INPUT_CAP = 30.0
 
 
 @dataclass(frozen=True)
@@ -86,10 +90,11 @@ class ReLU(Neuron):
 
 @dataclass(frozen=True)
 class Exponential(Neuron):
-    """y = exp(min(x, cap)): the sd heads' positivity, guarded so float32 never overflows.
+    """y = exp(min(x, cap)), gradient 0 above the cap: the sd heads' positivity, bounded.
 
-    The default cap, 88, only prevents overflow; a smaller cap bounds the sd itself (e.g. 0 keeps
-    an encoder sd at most the prior's, so one unusual input cannot throw z, and the loss, to 1e38).
+    The default cap, 30, bounds an sd at e^30 with its square finite in float32; a smaller cap
+    bounds it further (e.g. 0 keeps an encoder sd at most the prior's, so one unusual input cannot
+    throw z, and the loss, far off). The cap may be at most 88, where float32's exp overflows.
     """
 
     cap: float = EXP_INPUT_CAP
@@ -163,6 +168,6 @@ def make_neuron(spec: Any, where: str) -> Neuron:
         neuron = cls(**{k: float(v) for k, v in fields.items()})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: bad neuron field: {exc}") from None
-    if isinstance(neuron, Exponential) and not neuron.cap <= EXP_INPUT_CAP:
-        raise ConfigError(f"{where}: Exponential cap must be at most {EXP_INPUT_CAP:g}")
+    if isinstance(neuron, Exponential) and not neuron.cap <= EXP_MAX_CAP:
+        raise ConfigError(f"{where}: Exponential cap must be at most {EXP_MAX_CAP:g}")
     return neuron
