@@ -39,6 +39,8 @@ def write_latents(path: str, latents: Latents, **attrs: str) -> None:
 
 
 def read_latents(path: str) -> Latents:
+    """What write_latents wrote (notebooks, benchmarks/scale.py --compare-encode); DataError
+    naming the file if it cannot be read."""
     try:
         with h5py.File(path, "r") as handle:
             provenance = [p.decode() if isinstance(p, bytes) else str(p)

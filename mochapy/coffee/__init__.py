@@ -5,6 +5,7 @@ from mochapy.coffee.base import (
     BreakContext,
     CoffeeBreak,
     CoffeeConfig,
+    SolverState,
     ValidationConfig,
     compose_breaks,
     parse_coffee,
@@ -15,6 +16,6 @@ from mochapy.coffee.lounge import CoffeeLounge
 
 __all__ = [
     "COFFEE_BREAKS", "BreakContext", "CoffeeBreak", "CoffeeConfig", "CoffeeLounge", "Snapshot",
-    "TrainingSummary", "ValidationConfig", "ValidationPerformance", "compose_breaks",
+    "SolverState", "TrainingSummary", "ValidationConfig", "ValidationPerformance", "compose_breaks",
     "parse_coffee", "register_break",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from mochapy.coffee.lounge import CoffeeLounge
 from mochapy.errors import ConfigError, require_int
@@ -18,7 +18,6 @@ from mochapy.layers import LayerConfig
 
 if TYPE_CHECKING:
     from mochapy.net import Net
-    from mochapy.solvers import Solver
 
 
 @dataclass(frozen=True)
@@ -38,16 +37,24 @@ class CoffeeConfig:
     validation: ValidationConfig | None = None
 
 
+class SolverState(Protocol):
+    """What a break may ask of the solver: its lr now, and to hear of a validation loss (the lr
+    policy, e.g. decay_on_validation, then decides on a cut held in the solver's own state)."""
+
+    def learning_rate(self) -> float: ...
+
+    def validated(self, loss: float, previous_best: float | None) -> None: ...
+
+
 @dataclass(frozen=True)
 class BreakContext:
-    """All a break may see and do: the training net, the lounge, the log, the solver (its lr
-    and its runtime state), and the run's few services (each a callable, so the context is
-    built once per run)."""
+    """All a break may see and do: the training net, the lounge, the log, the solver's state,
+    and the run's few services (each a callable, so the context is built once per run)."""
 
     net: Net
     lounge: CoffeeLounge
     log: Callable[[str], None]
-    solver: Solver
+    solver: SolverState
     snapshot: Callable[[], str]  # writes a verified snapshot, returns its path
     take_mean_loss: Callable[[], float]  # the mean training loss since the last call
     iters_per_sec: Callable[[], float]  # this session's speed
