@@ -28,6 +28,7 @@ class PairLossConfig(LayerConfig):
 class PairLossLayer(Layer):
     """Checks the bottoms' shapes and sets `scale` = weight / batch size and `loss_value`."""
 
+    config: PairLossConfig
     gpu_kernel: ClassVar[str]  # the kernel library's op: (a, b, scale, loss, da, db)
 
     def setup(self) -> None:
