@@ -69,9 +69,11 @@ def _train_stages(config: RunConfig, out_dir: str, resume: bool, options: dict) 
             continue
         stage_config = dataclasses.replace(stage.config, init_from=previous, report=[],
                                            files=config.files)
-        # a stage that never began (or stopped before its first snapshot) starts now
-        Trainer(stage_config, stage_dir, **{**options, "resume": resume and is_run(stage_dir)}
-                ).run()
+        # a stage that never began (or stopped before its first snapshot) starts now; output
+        # layers write their files in the final stage only (earlier stages' would be in the way)
+        final = index == len(config.stages) - 1
+        Trainer(stage_config, stage_dir, **{**options, "resume": resume and is_run(stage_dir),
+                                            "keep_outputs": final}).run()
         previous = stage_dir
     _merge_stages(config, out_dir, stage_dirs)
 

@@ -61,7 +61,9 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains a RunConfig into a run directory."""
+    """Trains a RunConfig into a run directory. With keep_outputs=False the output layers'
+    files are dropped at the end (a staged run's earlier stages: only the final stage writes
+    them, as one run would)."""
 
     def __init__(
         self,
@@ -73,6 +75,7 @@ class Trainer:
         resume: bool = False,
         allow_changed: bool = False,
         progress: bool = True,
+        keep_outputs: bool = True,
         echo: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
@@ -85,6 +88,7 @@ class Trainer:
         self.changes: list[str] = []  # what differs from the snapshot resumed (--allow-changed)
         self.fingerprint = training_fingerprint(config, out_dir)
         self.progress = progress
+        self.keep_outputs = keep_outputs
         self.echo = echo or tqdm.write
         self.lounge = CoffeeLounge()
         self._loss_sum = 0.0
@@ -276,7 +280,10 @@ class Trainer:
             finally:  # validation passes write no output files: only the training net's count
                 if self._val_net is not None:
                     self._val_net.discard_outputs()
-            self.net.close()  # output layers' files appear now, whole
+            if self.keep_outputs:
+                self.net.close()  # output layers' files appear now, whole
+            else:
+                self.net.discard_outputs()
             self._finish(wall)
         result = TrainResult(self.out_dir, self.solver.iteration, wall,
                              self.lounge.last("train/loss") or float("nan"), resumed_from)
