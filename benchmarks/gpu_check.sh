@@ -9,7 +9,7 @@
 #   OUT=/tmp/out benchmarks/gpu_check.sh        (PYTHON=... to choose the interpreter)
 #
 # Files written to $OUT: nvidia-smi.txt, env.txt, gpu_tests.log, compile_tests.log, bench.txt,
-# bench.json, sweep.txt, sweep.json, summary.txt. tests/test_gpu_check_script.py runs this script
+# bench.json, sweep.txt, sweep.json, summary.txt. tests/gpu/test_check_script.py runs this script
 # with stand-in commands and checks every command line it runs (files exist, flags parse).
 set -u
 
@@ -56,7 +56,7 @@ stage gpu-tests 150 "$OUT/gpu_tests.log" "$PYTHON" -m pytest -p no:cacheprovider
 grep -Eq "[0-9]+ passed" "$OUT/gpu_tests.log" \
     || echo "gpu-tests: no test ran (all skipped: no usable CuPy or device?)" | tee -a "$SUMMARY"
 stage compile-tests 60 "$OUT/compile_tests.log" "$PYTHON" -m pytest -p no:cacheprovider -q -rs \
-    tests/test_kernels_compile.py
+    tests/gpu/test_kernels_compile.py
 stage benchmark 150 "$OUT/bench.txt" "$PYTHON" benchmarks/iters_per_sec.py --backend gpu \
     --batch 100 --repeats 3 --seconds 1.0 --json "$OUT/bench.json" --force
 stage sweep 180 "$OUT/sweep.txt" "$PYTHON" benchmarks/iters_per_sec.py --backend gpu --sweep \

@@ -15,7 +15,7 @@ with an analytic Jacobian (every derivative of S is S times a closed form in the
 radius; P is linear, so the Jacobian's columns are convolved like the model). Internally n, ellip
 and r_eff are kept in range by a logistic (n in [N_MIN, N_MAX], ellip in [0, ELLIP_MAX]) and a
 log (r_eff). One start per image; astropy's own per-image
-fitter reaches the same optimum (tests/test_survey_sersic.py) at a few hundred times the cost.
+fitter reaches the same optimum (tests/survey/test_sersic.py) at a few hundred times the cost.
 The start is the poster's least-squares Gaussian, as the Sérsic of n = 1/2 it equals.
 """
 

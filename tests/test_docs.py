@@ -4,8 +4,9 @@ Python snippet in them runs.
 Commands are found in fenced shell blocks and in inline code spans of README.md, docs/*.md and
 results/README.md. A `mochapy` or `galaxy-model` command is resolved through the click groups the
 console scripts run, and each of its `--options` must be one that command accepts; a
-`python benchmarks/...` or `python experiments/...` script must exist. Python blocks are executed
-in a scratch directory holding the repository's examples, with tiny built-in splits.
+`python benchmarks/...`, `python experiments/...` or `python tools/...` script must exist. Python
+blocks are executed in a scratch directory holding the repository's examples, with tiny built-in
+splits.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted([ROOT / "README.md", ROOT / "results" / "README.md", *(ROOT / "docs").glob("*.md")])
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
-INLINE = re.compile(r"`((?:mochapy|galaxy-model|python3? (?:benchmarks|experiments)/)[^`\n]*)`")
+SCRIPT_DIRS = "benchmarks|experiments|tools"
+INLINE = re.compile(rf"`((?:mochapy|galaxy-model|python3? (?:{SCRIPT_DIRS})/)[^`\n]*)`")
 
 
 def _groups() -> dict[str, click.Group]:
@@ -47,7 +49,7 @@ def _command_lines(path: Path) -> list[str]:
             line = line.split(" #", 1)[0].strip().removeprefix("$ ")
             lines.extend(part.strip() for part in re.split(r"&&|\|", line))
     return [line for line in lines if line.split(" ", 1)[0] in {"mochapy", "galaxy-model"}
-            or re.match(r"python3? (benchmarks|experiments)/", line)]
+            or re.match(rf"python3? ({SCRIPT_DIRS})/", line)]
 
 
 def _usage_tokens(line: str) -> list[str]:

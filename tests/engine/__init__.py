@@ -1,0 +1,1 @@
+"""The engine (mochapy): command line, config, net, neurons, parameters, snapshots, solvers."""

@@ -1,0 +1,115 @@
+"""experiments/sensitivity.py at a tiny budget (tiny data, a few iterations), its plan's checks,
+and experiments/learning_curve.py on the tiny run's snapshots."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+sensitivity = _script("sensitivity")
+learning_curve = _script("learning_curve")
+
+
+def tiny_plan(tmp_path: Path, variants: list[dict]) -> Path:
+    """The shipped plan's recipe and stages at a budget of a few iterations on tiny data."""
+    plan = yaml.safe_load((ROOT / "experiments" / "sensitivity.yaml").read_text())
+    plan["recipe"] = str(ROOT / "examples" / "galaxy_vae_gz.yaml")
+    plan["data"] = {"train": {"n": 24, "seed": 21}, "valid": {"n": 12, "seed": 22},
+                    "heldout": {"n": 12, "seed": 23}}
+    plan["stages"]["mean"].update({"solver.max_iter": 4, "data.batch_size": 6,
+                                   "coffee_breaks.snapshot.every": 2,
+                                   "coffee_breaks.snapshot.keep": 10})
+    plan["stages"]["sd"].update({"solver.max_iter": 2, "data.batch_size": 6})
+    plan["variants"] = variants
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    return path
+
+
+@pytest.mark.slow
+def test_a_tiny_study_trains_evaluates_and_tabulates_each_variant(tmp_path) -> None:
+    plan = tiny_plan(tmp_path, [
+        {"name": "gz-v1", "factor": "none", "changes": {}},
+        {"name": "no-neighbours", "factor": "neighbours", "changes": {"neighbour_rate": 0}},
+    ])
+    out = tmp_path / "out"
+    command = [sys.executable, str(ROOT / "experiments" / "sensitivity.py"), "--plan", str(plan),
+               "--work", str(tmp_path / "work"), "--out", str(out), "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((out / "sensitivity.json").read_text())["rows"]
+    assert [row["variant"] for row in rows] == ["gz-v1", "no-neighbours"]
+    assert all(row["iterations"] == 6 for row in rows)  # 4 mean + 2 sd
+    assert rows[1]["population"]["neighbour_rate"] == 0
+    for row in rows:
+        assert 0 <= row["mse_win_fraction"] <= 1 and 0 <= row["likelihood_win_fraction"] <= 1
+        assert row["excess_mse_baseline"] > -1
+    assert "| neighbours | no-neighbours | 6 |" in (out / "sensitivity.md").read_text()
+    assert (out / "sensitivity.png").stat().st_size > 0
+    # the same command again refuses to replace the table; the finished runs are reused
+    again = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert again.returncode != 0 and "pass --force" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+
+    # the learning curve of the first variant's mean stage, from its kept snapshots
+    stage = tmp_path / "work" / "gz-v1" / "run" / "stage1-mean"
+    assert sorted(learning_curve.snapshot_files(str(stage))) == [2, 4]
+    curve_out = tmp_path / "curve"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "learning_curve.py"), "--stage", str(stage),
+         "--data", str(tmp_path / "work" / "gz-v1" / "heldout-n12-seed23.h5"),
+         "--iterations", "2", "4", "--out", str(curve_out)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr
+    curve = json.loads((curve_out / "learning_curve.json").read_text())
+    assert [p["iteration"] for p in curve["points"]] == [2, 4] and curve["n"] == 12
+    assert curve["extrapolation"]["mse_win_fraction"] is None  # two points: no line drawn
+
+
+def test_a_plan_with_an_unknown_field_is_refused_in_one_line(tmp_path) -> None:
+    plan = tiny_plan(tmp_path, [{"name": "bad", "factor": "x", "changes": {"neighbours": 0}}])
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "sensitivity.py"),
+                           "--plan", str(plan), "--work", str(tmp_path / "w"),
+                           "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.strip() == (f"sensitivity: {plan}: variants[0]: gz-v1/bad: unknown "
+                                   "population field 'neighbours'")
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_shipped_plan_reads_and_every_variant_changes_its_population() -> None:
+    plan = sensitivity.load_plan(str(ROOT / "experiments" / "sensitivity.yaml"))
+    base = plan.variants[0].population.describe()
+    assert plan.variants[0].name == "gz-v1"
+    for variant in plan.variants[1:]:
+        assert variant.population.describe() != base, variant.name
+    assert {v.factor for v in plan.variants} >= {
+        "neighbours", "stars", "mergers and irregulars", "PSF width", "S/N", "bulge-to-disc",
+        "arm strength", "morphology mix"}
+
+
+def test_the_extrapolation_is_a_line_in_log_iterations() -> None:
+    points = [{"iteration": i, "mse_win_fraction": w} for i, w in
+              ((10_000, 0.5), (100_000, 0.6), (1_000_000, 0.7))]
+    assert learning_curve.extrapolate(points, "mse_win_fraction", 10_000_000) == pytest.approx(0.8)
+    assert learning_curve.extrapolate(points[:2], "mse_win_fraction", 10**7) is None
+    assert learning_curve.log_grid_iterations([10_000, 20_000, 40_000, 50_000, 300_000]) == [
+        10_000, 20_000, 50_000, 300_000]

@@ -1,0 +1,1 @@
+"""mochapy/layers: every layer's forward and backward, on every backend."""

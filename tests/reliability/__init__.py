@@ -1,0 +1,1 @@
+"""What happens when things go wrong: bad input, crashes, divergence, concurrency, fuzzing."""

@@ -1,0 +1,1 @@
+"""Sharded data, streaming and the Dask cluster."""

@@ -1,0 +1,1 @@
+"""galaxy_model on survey images: cutouts, inverse variance and masks, Sersic fits."""

@@ -1,0 +1,1 @@
+"""Maintenance scripts run by hand (python tools/NAME.py), not shipped with the package."""
