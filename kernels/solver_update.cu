@@ -7,7 +7,9 @@
 //   method 1, Nesterov: w -= mom v;  v = mom v - lr lr_mult grad;  w += (1 + mom) v
 //   method 2, Adam:     m = b1 m + (1-b1) grad;  v = b2 v + (1-b2) grad^2;
 //                       w -= lr_t lr_mult m / (sqrt(v) + eps),  lr_t = lr sqrt(1-b2^t) / (1-b1^t)
-// Hyperparameters come from a device buffer, hyper = {lr, momentum, beta1, beta2, epsilon}, and
+// Parameters and states below the smallest normal number are stored as zero, as the CPU backends
+// store them (mocha::flush_subnormal). Hyperparameters come from a device buffer,
+// hyper = {lr, momentum, beta1, beta2, epsilon}, and
 // the step count from step_state = {t, blocks_done}: t counts finished updates and the last block
 // increments it, so a replayed CUDA graph uses the right bias correction on every replay.
 #include "common.cuh"
@@ -58,15 +60,16 @@ __global__ void solver_update(int method, T* w, const T* g, T* state1, T* state2
         if (method == kAdam) {
             const T m = beta1 * state1[i] + one_minus_beta1 * grad;
             const T v = beta2 * state2[i] + one_minus_beta2 * (grad * grad);
-            state1[i] = m;
-            state2[i] = v;
-            w[i] = weight - lr * (m / (mocha::sqrt_(v) + epsilon));
+            state1[i] = mocha::flush_subnormal(m);
+            state2[i] = mocha::flush_subnormal(v);
+            w[i] = mocha::flush_subnormal(weight - lr * (m / (mocha::sqrt_(v) + epsilon)));
         } else {
             const T previous = state1[i];
             const T velocity = momentum * previous - lr * grad;
-            state1[i] = velocity;
-            w[i] = method == kSGD ? weight + velocity
-                                  : (weight - momentum * previous) + ((T)1 + momentum) * velocity;
+            state1[i] = mocha::flush_subnormal(velocity);
+            w[i] = mocha::flush_subnormal(
+                method == kSGD ? weight + velocity
+                               : (weight - momentum * previous) + ((T)1 + momentum) * velocity);
         }
     }
     if (mocha::is_last_block(&step_state[1]) && threadIdx.x == 0) {

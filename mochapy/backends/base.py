@@ -15,7 +15,7 @@ class Backend:
 
     kind = "abstract"
     xp: Any = np
-    kernels: Any = None  # compiled kernels (always on the GPU; on the CPU where they build)
+    kernels: Any = None  # the backend's interface.Kernels library, set by each backend
 
     def __init__(self, dtype: str = "float32") -> None:
         if dtype not in ("float32", "float64"):

@@ -8,17 +8,19 @@ from threadpoolctl import threadpool_limits
 from mochapy.backends import cpu_kernels
 from mochapy.backends.base import Backend
 from mochapy.backends.cpu_kernels import CPUKernels
+from mochapy.backends.numpy_kernels import NumPyKernels
 from mochapy.errors import BackendError
 
 
 class CPUBackend(Backend):
     """Runs every layer's `_cpu` path with NumPy (multi-threaded BLAS for the GEMMs).
 
-    compiled: use the compiled loops of kernels/cpu/ for the solver update, InnerProduct's bias and
-    neuron and the Gaussian loss (None: where they build, else NumPy; True: they must build;
-    False: NumPy only). threads: how many threads the compiled loops and BLAS use (default:
-    MOCHAPY_NUM_THREADS, else the BLAS's own setting, else the usable cores). Given, it is set
-    on BLAS for the whole process, which has one BLAS.
+    kernels: the compiled loops of kernels/cpu/ (the solver update, InnerProduct's bias and neuron,
+    the Gaussian loss) or, where they do not build, the same ops in NumPy; `compiled` says which
+    (None: compiled where they build; True: they must build; False: NumPy only). threads: how
+    many threads the compiled loops and BLAS use (default: MOCHAPY_NUM_THREADS, else the BLAS's
+    own setting, else the usable cores). Given, it is set on BLAS for the whole process, which
+    has one BLAS.
     """
 
     kind = "cpu"
@@ -27,7 +29,7 @@ class CPUBackend(Backend):
     def __init__(self, dtype: str = "float32", compiled: bool | None = None,
                  threads: int | None = None) -> None:
         super().__init__(dtype)
-        self.kernels: CPUKernels | None = None
+        self.kernels: CPUKernels | NumPyKernels = NumPyKernels()
         self.loops = "NumPy loops"
         chosen = threads or cpu_kernels.chosen_threads()
         if chosen:

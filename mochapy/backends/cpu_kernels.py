@@ -21,7 +21,6 @@ import platform
 import shlex
 import subprocess
 import tempfile
-import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from mochapy.backends.gpu_launch import SOLVER_METHODS, kernel_dir, segment_table
+from mochapy.backends.interface import SolverStep, adam_step_lr
+from mochapy.backends.numpy_kernels import LOG_2PI, Scratch
+from mochapy.backends.plan import SOLVER_METHODS, kernel_dir
 
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-std=c99", "-fPIC",
          "-shared")
@@ -150,7 +151,7 @@ def default_threads() -> int:
 
 
 class CPUKernels:
-    """The compiled loops of one library, run over `threads` threads."""
+    """interface.Kernels as the compiled loops of one library, run over `threads` threads."""
 
     def __init__(self, library: Path, threads: int | None = None) -> None:
         self.path = library
@@ -164,7 +165,7 @@ class CPUKernels:
                 function.restype = None
                 self._functions[name, dtype] = function
         self._pool = ThreadPoolExecutor(self.threads - 1) if self.threads > 1 else None
-        self._segments: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.scratch = Scratch()
 
     def __repr__(self) -> str:
         return f"CPUKernels({self.path.name}, threads={self.threads})"
@@ -230,73 +231,61 @@ class CPUKernels:
         self._in_parallel(call, cols, align=COLUMN_ALIGN, work=pre.size)
 
     # -- solvers ---------------------------------------------------------------------------------
-    def solver_update(self, solver: Any, method: str) -> None:
-        """Regularize and update every parameter of `solver`'s net (sgd, nesterov or adam)."""
-        store, cfg = solver.net.params, solver.config
-        table = self._segments.get(solver)
-        if table is None:
-            table = self._segments[solver] = segment_table(store.params.values(), cfg.regu_coef)
-        bounds, coefficients = table
-        step_lr = solver.learning_rate() * solver.bias_correction()
-        hyper = np.array([solver.momentum(), cfg.beta1, cfg.beta2, cfg.epsilon])
-        states = [solver.state[name] for name in solver.state_names]
+    def solver_update(self, method: str, params: np.ndarray, grads: np.ndarray,
+                      states: list[np.ndarray], bounds: np.ndarray, coefficients: np.ndarray,
+                      step: SolverStep) -> None:
+        """interface.Kernels.solver_update: one pass, the buffer split over the threads."""
+        _check_contiguous(params, grads, *states)
+        step_lr = adam_step_lr(step) if method == "adam" else step.lr
+        hyper = np.array([step.momentum, step.beta1, step.beta2, step.epsilon])
         first, second = (states + [None])[:2]
-        function = self._functions["solver_update", store.data.dtype]
-        fixed = (_address(store.data), _address(store.grad), _address(first), _address(second))
+        function = self._functions["solver_update", params.dtype]
+        fixed = (params.ctypes.data, grads.ctypes.data, _address(first), _address(second))
         tail = (bounds.ctypes.data, coefficients.ctypes.data, len(coefficients),
                 hyper.ctypes.data, step_lr)
 
         def call(start: int, stop: int) -> None:
             function(SOLVER_METHODS[method], *fixed, start, stop, *tail)
 
-        self._in_parallel(call, store.size)
+        self._in_parallel(call, params.size)
 
     # -- losses ----------------------------------------------------------------------------------
     def gaussian_recon_loss(
         self, mu: np.ndarray, sigma: np.ndarray, x: np.ndarray, scale: float, beta: float,
-        mean_inv_var: float, dmu: np.ndarray | None, dsigma: np.ndarray | None,
-        block_sums: np.ndarray,
-    ) -> float:
-        """Sum of ((x - mu) / sigma)^2; with dmu and dsigma (both or neither) also the loss's
-        gradients, scaled by `scale` (and by sigma^(2 beta) for beta-NLL); mean_inv_var > 0 gives
-        dmu at that fixed inverse variance instead of sigma's."""
-        _check_contiguous(mu, sigma, x, dmu, dsigma)
-        if (dmu is None) != (dsigma is None):
-            raise ValueError("give both gradients or neither")
-        function = self._functions["gaussian_recon_loss", mu.dtype]
-        pointers = (_address(mu), _address(sigma), _address(x))
-        outputs = (_address(dmu), _address(dsigma), block_sums.ctypes.data)
-
-        def call(start: int, stop: int) -> None:
-            function(*pointers, start, stop, LOSS_BLOCK, scale, beta, mean_inv_var, *outputs)
-
-        self._in_parallel(call, mu.size)
-        return float(block_sums.sum())
-
-    def gaussian_recon_loss_masked(
-        self, mu: np.ndarray, sigma: np.ndarray, x: np.ndarray, ivar: np.ndarray | None,
-        mask: np.ndarray | None, noise_variance: bool, scale: float, beta: float,
-        mean_inv_var: float, dmu: np.ndarray | None, dsigma: np.ndarray | None,
-        block_sums: np.ndarray,
-    ) -> float:
-        """Sum over the used pixels (mask 0, ivar > 0) of log 2pi + log v + (x - mu)^2 / v, where
-        v = sigma^2 (+ 1/ivar with noise_variance); gradients as gaussian_recon_loss's with v for
-        sigma^2, zero at unused pixels."""
+        mean_inv_var: float, loss: np.ndarray, dmu: np.ndarray | None,
+        dsigma: np.ndarray | None, ivar: np.ndarray | None = None, mask: np.ndarray | None = None,
+        noise_variance: bool = False,
+    ) -> None:
+        """interface.Kernels.gaussian_recon_loss: one pass, the pixels split over the threads.
+        Without ivar and mask the loop sums the squared z-scores only and NumPy sums log sigma
+        (its vectorised log is faster than a C loop's)."""
         _check_contiguous(mu, sigma, x, ivar, mask, dmu, dsigma)
-        if (dmu is None) != (dsigma is None):
-            raise ValueError("give both gradients or neither")
         if noise_variance and ivar is None:
             raise ValueError("noise_variance needs ivar")
-        function = self._functions["gaussian_recon_loss_masked", mu.dtype]
-        inputs = (_address(mu), _address(sigma), _address(x), _address(ivar), _address(mask),
-                  int(noise_variance))
-        outputs = (_address(dmu), _address(dsigma), block_sums.ctypes.data)
+        if (dmu is None) != (dsigma is None):  # the loops write both gradients or neither
+            dmu, dsigma = (self.scratch.like("unused_gradient", mu) if d is None else d
+                           for d in (dmu, dsigma))
+        block_sums = self.scratch("block_sums", (loss_blocks(mu.size),), np.float64)
+        masked = ivar is not None or mask is not None
+        if masked:
+            function = self._functions["gaussian_recon_loss_masked", mu.dtype]
+            head: tuple[Any, ...] = (mu.ctypes.data, sigma.ctypes.data, x.ctypes.data,
+                                     _address(ivar), _address(mask), int(noise_variance))
+        else:
+            function = self._functions["gaussian_recon_loss", mu.dtype]
+            head = (mu.ctypes.data, sigma.ctypes.data, x.ctypes.data)
+        tail = (LOSS_BLOCK, scale, beta, mean_inv_var, _address(dmu), _address(dsigma),
+                block_sums.ctypes.data)
 
         def call(start: int, stop: int) -> None:
-            function(*inputs, start, stop, LOSS_BLOCK, scale, beta, mean_inv_var, *outputs)
+            function(*head, start, stop, *tail)
 
         self._in_parallel(call, mu.size)
-        return float(block_sums.sum())
+        total = float(block_sums.sum())
+        if not masked:
+            log_sigma = np.log(sigma, out=self.scratch.like("log_sigma", sigma))
+            total += mu.size * LOG_2PI + 2 * float(log_sigma.sum())
+        loss[0] = 0.5 * scale * total
 
 
 def loss_blocks(size: int) -> int:

@@ -16,8 +16,8 @@ import numpy as np
 from mochapy.backends.base import Backend
 from mochapy.backends.gpu_gemm import CAPTURE_ORDER, ENGINE_NAMES, ENGINES, first_line
 from mochapy.backends.gpu_kernels import KernelLibrary
-from mochapy.backends.gpu_launch import gemm_shape
 from mochapy.backends.gpu_step import StepRunner
+from mochapy.backends.plan import gemm_shape
 from mochapy.errors import BackendError
 
 _STREAMS: dict[int, Any] = {}

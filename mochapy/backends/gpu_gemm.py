@@ -17,7 +17,7 @@ import ctypes
 import weakref
 from typing import Any
 
-from mochapy.backends.gpu_launch import cublas_gemm_args, find_mapped_library
+from mochapy.backends.plan import cublas_gemm_args, find_mapped_library
 
 CAPTURE_ORDER = ("cublas", "tiled", "cutensor")
 ENGINE_NAMES = ("auto", *CAPTURE_ORDER, "cupy")

@@ -10,13 +10,13 @@ buffer only when they change, always outside a capture.
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from mochapy.backends.gpu_launch import (
+from mochapy.backends.interface import SolverStep
+from mochapy.backends.plan import (
     BLOCK,
     COLUMN_TILE,
     COMPILE_OPTIONS,
@@ -34,47 +34,38 @@ from mochapy.backends.gpu_launch import (
     kernel_dir,
     name_expressions,
     reduction_blocks,
-    segment_table,
 )
 
 
 class SolverPlan:
-    """The device-side arguments of one solver's update kernel.
+    """The device-side numbers of one parameter buffer's update kernel.
 
-    `step_state` = {finished updates t, blocks_done}: the kernel advances t itself. The host
-    remembers what it last wrote (or that it does not know, after a capture) and writes t and the
-    hyperparameters only when they differ from what the next update needs.
+    `hyper` = {lr, momentum, beta1, beta2, epsilon} and `step_state` = {finished updates t,
+    blocks_done}: the kernel advances t itself, so a replayed CUDA graph applies the right bias
+    correction. The host remembers what it last wrote (or that it does not know, after a capture)
+    and writes t and the hyperparameters only when they differ from what the next update needs.
     """
 
-    def __init__(self, cupy: Any, solver: Any, stream: Any) -> None:
+    def __init__(self, cupy: Any, stream: Any) -> None:
         self.stream = stream
-        bounds, coefficients = segment_table(
-            solver.net.params.params.values(), solver.config.regu_coef
-        )
-        self.n_segments = len(coefficients)
-        self.bounds = cupy.asarray(bounds)
-        self.coefficients = cupy.asarray(coefficients)
         self.hyper = cupy.zeros(5, dtype=np.float64)
         self.step_state = cupy.zeros(2, dtype=np.uint64)
         self._device_t: int | None = None
         self._device_hyper: tuple[float, ...] | None = None
 
-    def sync(self, solver: Any) -> None:
-        """Make the device ready for update number `solver.iteration` (host writes, if any)."""
-        cfg = solver.config
-        hyper = (solver.learning_rate(), solver.momentum(), cfg.beta1, cfg.beta2, cfg.epsilon)
+    def sync(self, step: SolverStep) -> None:
+        """Make the device ready for update number `step.t` (host writes, if any)."""
+        hyper = (step.lr, step.momentum, step.beta1, step.beta2, step.epsilon)
         if hyper != self._device_hyper:
             self.hyper.set(np.asarray(hyper, dtype=np.float64), stream=self.stream)
             self._device_hyper = hyper
-        if self._device_t != solver.iteration - 1:
-            self.step_state[:1].set(
-                np.asarray([solver.iteration - 1], dtype=np.uint64), stream=self.stream
-            )
-            self._device_t = solver.iteration - 1
+        if self._device_t != step.t - 1:
+            self.step_state[:1].set(np.asarray([step.t - 1], dtype=np.uint64), stream=self.stream)
+            self._device_t = step.t - 1
 
-    def launched(self, solver: Any) -> None:
-        """An update was queued: once it runs the device's t is `solver.iteration`."""
-        self._device_t = solver.iteration
+    def launched(self, step: SolverStep) -> None:
+        """An update was queued: once it runs the device's t is `step.t`."""
+        self._device_t = step.t
 
     @contextlib.contextmanager
     def capturing(self) -> Iterator[None]:
@@ -106,7 +97,8 @@ class Workspace:
 
 
 class KernelLibrary:
-    """Compiled kernels of one dtype and the Python calls that launch them."""
+    """interface.DeviceKernels: compiled kernels of one dtype and the Python calls that launch
+    them."""
 
     def __init__(self, cupy: Any, dtype: np.dtype, stream: Any) -> None:
         self.cupy = cupy
@@ -120,9 +112,7 @@ class KernelLibrary:
         self._partials = cupy.zeros(MAX_REDUCTION_BLOCKS, dtype=np.float64)
         self._blocks_done = cupy.zeros(1, dtype=np.uint64)
         self._gemm_workspace = Workspace(cupy, self.dtype)
-        self._solver_plans: weakref.WeakKeyDictionary[Any, SolverPlan] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._solver_plans: dict[tuple[int, int], SolverPlan] = {}
 
     # -- compilation and launch ------------------------------------------------------------------
     def module(self, file_name: str) -> Any:
@@ -319,26 +309,27 @@ class KernelLibrary:
         )
 
     # -- solvers ---------------------------------------------------------------------------------
-    def solver_plan(self, solver: Any) -> SolverPlan:
-        plan = self._solver_plans.get(solver)
-        if plan is None:
-            plan = self._solver_plans[solver] = SolverPlan(self.cupy, solver, self.stream)
-        return plan
+    def solver_plan(self, params: Any) -> SolverPlan:
+        """The device numbers of the update of one parameter buffer (made on its first update)."""
+        key = (params.data.ptr, params.size)
+        if key not in self._solver_plans:
+            self._solver_plans[key] = SolverPlan(self.cupy, self.stream)
+        return self._solver_plans[key]
 
-    def solver_update(self, solver: Any, method: str) -> None:
-        """Regularize and update every parameter of `solver`'s net (method sgd/nesterov/adam)."""
-        plan = self.solver_plan(solver)
-        plan.sync(solver)
-        store = solver.net.params
-        states = [solver.state[name] for name in solver.state_names]
+    def solver_update(self, method: str, params: Any, grads: Any, states: list[Any],
+                      bounds: Any, coefficients: Any, step: SolverStep) -> None:
+        """interface.Kernels.solver_update in one launch; the device computes Adam's bias
+        correction from its own t (see SolverPlan)."""
+        plan = self.solver_plan(params)
+        plan.sync(step)
         first, second = (states + [None])[:2]
         self._elementwise(
-            "solver_update.cu", "solver_update<{T}>", store.size,
-            (np.int32(SOLVER_METHODS[method]), store.data, store.grad, first, second,
-             np.int64(store.size), plan.bounds, plan.coefficients, np.int32(plan.n_segments),
+            "solver_update.cu", "solver_update<{T}>", params.size,
+            (np.int32(SOLVER_METHODS[method]), params, grads, first, second,
+             np.int64(params.size), bounds, coefficients, np.int32(coefficients.shape[0]),
              plan.hyper, plan.step_state),
         )
-        plan.launched(solver)
+        plan.launched(step)
 
     # -- tiled GEMM ------------------------------------------------------------------------------
     def gemm_tiled(

@@ -102,14 +102,15 @@ class StepRunner:
             for feed in self.feeds:
                 feed.upload()
             solver.iteration += 1
-            plan = self.kernels.solver_plan(solver)
-            plan.sync(solver)
+            numbers = solver.step_numbers()
+            plan = self.kernels.solver_plan(solver.net.params.data)
+            plan.sync(numbers)
             if self._capture_pending and self._steps_run > 0:  # the first step warms up
                 self._capture_pending = False
                 self._capture()
             if self.graph is not None:
                 self.graph.launch()
-                plan.launched(solver)
+                plan.launched(numbers)
             else:
                 self._device_step()
         self._steps_run += 1
@@ -131,7 +132,7 @@ class StepRunner:
         other nets on the backend (evaluation) go on with the one they were using.
         """
         self.kernels.compile_all()
-        plan = self.kernels.solver_plan(self.solver)
+        plan = self.kernels.solver_plan(self.solver.net.params.data)
         eager_engine = self.backend.gemm_engine.name
         reasons = []
         try:

@@ -28,7 +28,6 @@ class InnerProductConfig(LayerConfig):
 
     type_name = "InnerProduct"
     has_param = True
-    has_neuron = True
     can_do_bp = True
 
     def validate(self) -> None:
@@ -62,25 +61,16 @@ class InnerProductLayer(Layer):
     def _forward_cpu(self) -> None:
         pre = self.y.data if self.in_place else self.pre
         self.backend.gemm(self.bottoms[0].flat(), self.weight.data, pre)
-        if self.backend.kernels is not None:  # the compiled loop: one pass for both
-            self.backend.kernels.bias_neuron_forward(
-                self.config.neuron, pre, self.bias.data, self.y.data
-            )
-            return
-        pre += self.bias.data
-        self.config.neuron.forward(self.backend, pre, self.y.data)
+        self.backend.kernels.bias_neuron_forward(self.config.neuron, pre, self.bias.data,
+                                                 self.y.data)
 
     def _backward_cpu(self) -> None:
         backend, x = self.backend, self.bottoms[0]
         pre = self.y.data if self.in_place else self.pre
         dpre = self.y.diff if self.in_place else self.dpre
-        if backend.kernels is not None:  # the compiled loop: one pass for both
-            backend.kernels.neuron_backward_column_sum(
-                self.config.neuron, pre, self.y.data, self.y.diff, dpre, self.bias.grad
-            )
-        else:
-            self.config.neuron.backward(backend, pre, self.y.data, self.y.diff, dpre)
-            np.sum(dpre, axis=0, out=self.bias.grad)
+        backend.kernels.neuron_backward_column_sum(
+            self.config.neuron, pre, self.y.data, self.y.diff, dpre, self.bias.grad
+        )
         backend.gemm(x.flat(), dpre, self.weight.grad, trans_a=True)
         if x.diff is not None:
             backend.gemm(dpre, self.weight.data, x.flat_diff(), trans_b=True)

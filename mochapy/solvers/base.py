@@ -1,19 +1,20 @@
 """Solvers: update a net's flat parameter buffer from its flat gradient buffer.
 
 A solver owns its state (momenta, Adam moments, iteration count) as flat arrays, so snapshots and
-the GPU's single update kernel handle every parameter at once. Regularization (regu_coef times each
-parameter's regularizer) is added to the gradient here, as in Mocha.
+each backend's single update kernel handle every parameter at once. Regularization (regu_coef
+times each parameter's regularizer) is added to the gradient in that kernel, as in Mocha.
 """
 
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
+from mochapy.backends.interface import SolverStep
+from mochapy.backends.plan import segment_table
 from mochapy.errors import ConfigError
 from mochapy.net import Net
 from mochapy.solvers.policies import LRPolicy, MomPolicy, parse_lr_policy, parse_mom_policy
@@ -79,11 +80,14 @@ class SolverConfig:
         return config
 
 
-class Solver(ABC):
-    """Base solver: regularize, compute the lr, apply the method's update, enforce constraints."""
+class Solver:
+    """Base solver: holds the state, computes this update's numbers (learning rate from the
+    policy, momentum, Adam's t) and hands them with the arrays to the backend's solver_update
+    kernel, which regularizes and steps (mochapy.backends.interface); then enforces constraints.
+    A method is a registered name, its state's names and the kernel's arithmetic."""
 
     state_names: ClassVar[tuple[str, ...]] = ()
-    method: ClassVar[str] = ""  # the registered name, which the compiled updates dispatch on
+    method: ClassVar[str] = ""  # the registered name, which the update kernels dispatch on
 
     def __init__(self, config: SolverConfig, net: Net) -> None:
         self.config = config
@@ -93,12 +97,7 @@ class Solver(ABC):
         self.lr_decays = 0  # decay_on_validation: the lr cuts so far (runtime state, snapshotted)
         store = net.params
         self.state = {name: self.backend.zeros(store.size) for name in self.state_names}
-        self.segments = [
-            (p.offset, p.offset + p.size, p) for p in store.params.values()
-        ]
-        self.uniform_lr = all(p.spec.lr_mult == 1.0 for p in store.params.values())
-        # Scratch space of the parameters' size for the CPU update (regularization, Adam's step).
-        self.work = self.backend.empty(store.size) if self.backend.kind == "cpu" else None
+        self._segments: tuple[Any, Any] | None = None  # made at the first update
 
     def learning_rate(self, iteration: int | None = None) -> float:
         it = self.iteration if iteration is None else iteration
@@ -109,43 +108,28 @@ class Solver(ABC):
         if self.config.lr_policy.cuts_after(loss, previous_best):
             self.lr_decays += 1
 
-    def bias_correction(self) -> float:
-        """Factor on the learning rate for this update (1 here; Adam's moment correction)."""
-        return 1.0
-
     def momentum(self) -> float:
         return self.config.mom_policy.momentum(self.config.momentum, self.iteration)
 
-    def regularize(self) -> None:
-        """grad += regu_coef * coefficient * (w for L2, sign(w) for L1), per parameter."""
-        coef = self.config.regu_coef
-        if coef == 0:
-            return
-        xp = self.backend.xp
-        for start, stop, param in self.segments:
-            regu = param.spec.regularizer
-            if regu.type == "none":
-                continue
-            penalty = self.work[start:stop].reshape(param.shape)  # no temporary arrays
-            if regu.type == "L2":
-                xp.multiply(param.data, coef * regu.coefficient, out=penalty)
-            else:
-                xp.sign(param.data, out=penalty)
-                penalty *= coef * regu.coefficient
-            param.grad += penalty
+    def step_numbers(self) -> SolverStep:
+        """The numbers of update number `iteration`, as the kernels take them."""
+        cfg = self.config
+        return SolverStep(lr=self.learning_rate(), momentum=self.momentum(), beta1=cfg.beta1,
+                          beta2=cfg.beta2, epsilon=cfg.epsilon, t=self.iteration)
 
-    def apply_step(self, step: Any, lr: float) -> None:
-        """w -= lr * lr_mult * step, segment by segment only when some lr_mult differs from 1."""
-        if self.uniform_lr:
-            step *= lr
-        else:  # scale each parameter's slice in place, then one subtraction over the buffer
-            for start, stop, param in self.segments:
-                step[start:stop] *= lr * param.spec.lr_mult
-        self.net.params.data -= step
+    def segments(self) -> tuple[Any, Any]:
+        """The segment table (bounds, coefficients) of the net's parameters on the device:
+        each parameter's lr multiplier and its regularizer's weight times regu_coef."""
+        if self._segments is None:
+            bounds, coefficients = segment_table(self.net.params.params.values(),
+                                                 self.config.regu_coef)
+            self._segments = (self.backend.from_host(bounds, dtype=np.int64),
+                              self.backend.from_host(coefficients, dtype=np.float64))
+        return self._segments
 
     def constrain(self) -> None:
         xp = self.backend.xp
-        for _, _, param in self.segments:
+        for param in self.net.params.params.values():
             cons = param.spec.constraint
             if cons.type != "L2" or self.iteration % cons.every_n_iter:
                 continue
@@ -160,18 +144,13 @@ class Solver(ABC):
         self.apply_update()
 
     def apply_update(self) -> None:
-        """Regularize, step and constrain: one compiled pass for the first two where the backend
-        has one (the GPU's kernel, the CPU's compiled loop), else the NumPy methods below."""
-        if self.backend.kernels is not None:
-            self.backend.kernels.solver_update(self, self.method)
-        else:
-            self.regularize()
-            self.step(self.learning_rate())
+        """Regularize and step in one kernel call, then constrain."""
+        store = self.net.params
+        self.backend.kernels.solver_update(
+            self.method, store.data, store.grad, [self.state[name] for name in self.state_names],
+            *self.segments(), self.step_numbers(),
+        )
         self.constrain()
-
-    @abstractmethod
-    def step(self, lr: float) -> None:
-        """Apply the method's update with learning rate `lr` (gradients already regularized)."""
 
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {name: self.backend.to_host(value).copy() for name, value in self.state.items()}

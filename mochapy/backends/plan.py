@@ -1,9 +1,10 @@
-"""What the GPU backend needs to know about its kernels, in plain Python (no CuPy, no GPU).
+"""Launch planning in plain Python (no CuPy, no GPU, no compiler), shared by every backend.
 
-Where the `.cu` files live and how their includes are inlined for NVRTC, the template
-instantiations each file provides, launch geometry, the split-K plan of the tiled GEMM, the
-cuBLAS argument mapping for row-major arrays, and the solver's segment table. Everything here is
-unit-tested on machines without a GPU; `gpu_kernels.py` turns it into launches.
+Where the kernel sources live (kernels/*.cu and kernels/cpu/*.c), the solver's segment table and
+method codes (every backend's solver update reads them), and for the GPU: how includes are inlined
+for NVRTC, the template instantiations each file provides, launch geometry, the split-K plan of
+the tiled GEMM and the cuBLAS argument mapping for row-major arrays. Everything here is
+unit-tested on machines without a GPU; `gpu_kernels.py` and `cpu_kernels.py` turn it into calls.
 """
 
 from __future__ import annotations
