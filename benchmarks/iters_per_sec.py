@@ -332,10 +332,11 @@ def add_ratios(rows: list[dict], flops: int) -> None:
 def profile(batch: int, bands: int, steps: int, threads: int) -> dict[str, Any]:
     """mochapy cpu's step layer by layer: each layer's forward and backward time and the part of
     it in matrix products, the solver's, and their sums by phase (loss layers: forward and
-    backward together)."""
+    backward together). Each entry is the median over the steps, so a step that another process
+    interrupted does not count (the entries need not add up to the median step exactly)."""
     backend = CPUBackend("float32", threads=threads)
     net, solver = poster_net(backend, batch, sample_images(max(N_IMAGES, batch), bands))
-    seconds: dict[tuple[str, str], float] = {}
+    seconds: dict[tuple[str, str], float] = {}  # this step's
     current = ["", ""]
 
     def timed(function: Callable[..., None], layer: str, phase: str) -> Callable[..., None]:
@@ -365,16 +366,20 @@ def profile(batch: int, bands: int, steps: int, threads: int) -> dict[str, Any]:
         net.forward()
         net.backward()
         solver.update()
-    seconds.clear()
-    start = time.perf_counter()
+    per_step: list[dict[tuple[str, str], float]] = []
+    step_seconds = []
     for _ in range(steps):
+        seconds.clear()
+        start = time.perf_counter()
         net.forward()
         net.backward()
         solver.update()
-    total = (time.perf_counter() - start) / steps * 1e3
+        step_seconds.append(time.perf_counter() - start)
+        per_step.append(dict(seconds))
+    total = statistics.median(step_seconds) * 1e3
 
     def ms(layer: str, phase: str) -> float:
-        return seconds.get((layer, phase), 0.0) / steps * 1e3
+        return statistics.median(step.get((layer, phase), 0.0) for step in per_step) * 1e3
 
     layers = []
     for layer in net.layers:
@@ -390,15 +395,15 @@ def profile(batch: int, bands: int, steps: int, threads: int) -> dict[str, Any]:
         "solver": ms("(solver)", "solver"),
     }
     phases["other (net's Python, gradient sums of shared blobs)"] = total - sum(phases.values())
-    return {"batch": batch, "bands": bands, "steps": steps, "step_ms": total,
-            "gemm_ms": sum(r["gemm_ms"] for r in layers), "layers": layers, "phases": phases,
-            "backend": backend.describe()}
+    return {"batch": batch, "bands": bands, "steps": steps, "statistic": "median",
+            "step_ms": total, "gemm_ms": sum(r["gemm_ms"] for r in layers), "layers": layers,
+            "phases": phases, "backend": backend.describe()}
 
 
 def profile_table(report: dict[str, Any]) -> str:
     step = report["step_ms"]
     lines = [f"profile of one mochapy {report['backend']} step, batch {report['batch']}, "
-             f"{report['bands']} band (mean of {report['steps']} steps): {step:.2f} ms, of which "
+             f"{report['bands']} band (median of {report['steps']} steps): {step:.2f} ms, of which "
              f"matrix products {report['gemm_ms']:.2f} ms ({report['gemm_ms'] / step:.0%})",
              f"{'layer':<16} {'type':<18} {'forward ms':>10} {'backward ms':>11} "
              f"{'in GEMM ms':>10} {'share':>6}"]

@@ -89,7 +89,8 @@ def profile_table(profile: dict[str, Any]) -> str:
     """Where mochapy's step spends its time, by phase and in the matrix products."""
     step = profile["step_ms"]
     lines = [f"mochapy cpu's step at batch {profile['batch']}, {profile['bands']} band, "
-             f"profiled ({profile['backend']}, mean of {profile['steps']} steps): "
+             f"profiled ({profile['backend']}, {profile.get('statistic', 'mean')} of "
+             f"{profile['steps']} steps): "
              f"{step:.2f} ms, of which matrix products {profile['gemm_ms']:.2f} ms "
              f"({profile['gemm_ms'] / step:.0%}).", "", "| phase | ms | share |", "|---|---|---|"]
     lines += [f"| {phase} | {value:.2f} | {value / step:.0%} |"

@@ -30,8 +30,11 @@ class PowerLayer(Layer):
     def _forward_cpu(self) -> None:
         cfg = self.config
         base = self.y.data if cfg.power == 1 else self.base  # an affine map needs no power pass
-        np.multiply(self.bottoms[0].data, cfg.scale, out=base)
-        base += cfg.shift
+        if cfg.scale == 1:  # a shift alone (the sd floors): one pass
+            np.add(self.bottoms[0].data, cfg.shift, out=base)
+        else:
+            np.multiply(self.bottoms[0].data, cfg.scale, out=base)
+            base += cfg.shift
         if cfg.power != 1:
             np.power(base, cfg.power, out=self.y.data)
 
