@@ -65,6 +65,13 @@ def write_raw(path, **arrays) -> None:
             f[name] = value
 
 
+def ivar_with(value: float) -> np.ndarray:
+    """An ivar for two 3 x 3 one-band images, `value` at image 1, row 0, column 2."""
+    ivar = np.ones((2, 1, 3, 3))
+    ivar[1, 0, 0, 2] = value
+    return ivar
+
+
 def truncated(path) -> None:
     write_dataset(path, small_dataset(count=50, size=20))
     content = path.read_bytes()
@@ -84,9 +91,15 @@ def truncated(path) -> None:
         (lambda p: write_raw(p, data=np.ones((0, 1, 5, 5))), r"no images \(N = 0\)"),
         (lambda p: write_raw(p, data=np.array([[[[0, np.nan]] * 2]])), "NaN or Inf"),
         (lambda p: write_raw(p, data=np.ones((2, 1, 3, 3)), scale=np.ones(3)), "`scale`"),
+        (lambda p: write_raw(p, data=np.ones((2, 1, 3, 3)), ivar=ivar_with(-1.0)),
+         r"`ivar` holds negative, NaN or Inf values \(first at image 1, band 1, x=2, y=0: -1.0"),
+        (lambda p: write_raw(p, data=np.ones((2, 1, 3, 3)), ivar=ivar_with(np.nan)),
+         r"`ivar` holds negative, NaN or Inf values \(first at image 1, band 1, x=2, y=0: nan"),
+        (lambda p: write_raw(p, data=np.ones((2, 1, 3, 3)), mask=np.zeros((2, 1, 2, 2))),
+         r"`mask` has shape \(2, 1, 2, 2\)"),
     ],
     ids=["missing", "not-hdf5", "truncated", "no-data", "rank", "bands", "not-square", "empty",
-         "nan", "scale-rows"],
+         "nan", "scale-rows", "ivar-negative", "ivar-nan", "mask-shape"],
 )
 def test_bad_files_raise_one_line_data_errors(tmp_path, make, message) -> None:
     path = tmp_path / "bad.h5"

@@ -1,7 +1,8 @@
 """The sharded data-set format (galaxy_model.shards over mochapy.sharded): written shard by shard,
 read back as one dataset by every reader, identical to the one-file synth, and each kind of
-damage (missing shard, rows or shapes that disagree with the manifest, changed bytes, a torn
-manifest) named in one line; job directories that resume, refuse or restart as they should."""
+damage (missing shard, rows, shapes or bands that disagree with the manifest, changed bytes, a
+torn manifest) named in one line, and refused by the commands before they write anything; job
+directories that resume, refuse or restart as they should."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from galaxy_model import shards
+from galaxy_model.cli import main
 from galaxy_model.dataset import GalaxyDataset, read_dataset, write_dataset
 from galaxy_model.survey import synth_survey
 from galaxy_model.synth import synthesize
@@ -23,6 +26,8 @@ from mochapy import data_sources
 from mochapy.errors import DataError
 from mochapy.outputs import OutputError
 from mochapy.sharded import MANIFEST_NAME, open_sharded, read_manifest
+
+RUN = str(Path(__file__).resolve().parents[2] / "results" / "galaxy_vae_full")
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +85,14 @@ def damage_shape(folder: Path) -> None:
     write_dataset(folder / "shard-00002.h5", small)
 
 
+def damage_bands(folder: Path) -> None:
+    colour = read_dataset(folder / "shard-00002.h5")
+    colour.data, colour.ivar, colour.mask = (np.repeat(a, 3, axis=1)
+                                             for a in (colour.data, colour.ivar, colour.mask))
+    colour.offset = np.repeat(colour.offset, 3, axis=1)
+    write_dataset(folder / "shard-00002.h5", colour)
+
+
 def damage_bytes(folder: Path) -> None:
     with h5py.File(folder / "shard-00001.h5", "r+") as handle:
         handle["data"][7] += 1
@@ -93,6 +106,7 @@ def damage_manifest(folder: Path) -> None:
     (damage_missing, "shard-00001.h5: shard listed in manifest.json is missing"),
     (damage_rows, "shard-00001.h5: holds 5 rows, manifest.json says 110"),
     (damage_shape, "shard-00002.h5: dataset 'data' is {'shape': [1, 40, 40]"),
+    (damage_bands, "shard-00002.h5: dataset 'data' is {'shape': [3, 69, 69]"),
     (damage_bytes, "shard-00001.h5: checksum differs from manifest.json"),
     (damage_manifest, "manifest.json: malformed manifest"),
 ])
@@ -102,6 +116,23 @@ def test_damage_is_named_in_one_line(tmp_path: Path, galaxies, damage, message) 
     with pytest.raises(DataError, match=re.escape(message)) as caught:
         read_dataset(folder)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (damage_missing, "shard-00001.h5: shard listed in manifest.json is missing"),
+    (damage_rows, "shard-00001.h5: holds 5 rows, manifest.json says 110"),
+    (damage_bands, "shard-00002.h5: dataset 'data' is {'shape': [3, 69, 69]"),
+])
+def test_commands_refuse_damaged_shards_in_one_line_and_write_nothing(
+        tmp_path: Path, galaxies, damage, message) -> None:
+    folder = write_sharded(tmp_path / "set", galaxies, 110)
+    damage(folder)
+    out = tmp_path / "latents"
+    result = CliRunner().invoke(main, ["encode", "--run", RUN, "--data", str(folder),
+                                       "--out", str(out)])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and message in result.output, result.output
+    assert not out.exists()  # refused before anything is written or a cluster starts
 
 
 def test_a_directory_without_manifest_is_not_a_data_set(tmp_path: Path) -> None:

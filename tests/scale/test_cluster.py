@@ -1,10 +1,11 @@
 """encode and evaluate shard-parallel on Dask: the exact one-process answer (latents bit for bit,
-the evaluate summary with its per-quartile table equal), a killed job resumed without redoing
-finished shards, a killed worker process retried with identical results, an unreachable
-scheduler named in one line, and the commands end to end."""
+the evaluate summary with its per-quartile table equal, the Sérsic comparison too), a killed job
+resumed without redoing finished shards, a killed worker process retried with identical results,
+an unreachable scheduler named in one line, and the commands end to end."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from galaxy_model.shards import JOB_NAME, write_in_shards
 from galaxy_model.survey import encode_survey, evaluate_survey
 from galaxy_model.synth import synthesize
 from mochapy.errors import DataError
+from mochapy.outputs import OutputError
 from mochapy.sharded import MANIFEST_NAME, open_sharded
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,6 +111,22 @@ def test_an_interrupted_encode_resumes_keeping_finished_shards(tmp_path: Path, t
     assert not (out / JOB_NAME).exists()
 
 
+def test_the_sersic_baseline_on_shards_is_the_one_process_answer(tmp_path: Path, threaded_dask,
+                                                                 model) -> None:
+    galaxies = synthesize(24, seed=9)  # few images: the Sérsic fit is the slow part
+    data = sharded(tmp_path / "big", galaxies, 10)
+    both = ("gaussian", "sersic")
+    with one_blas_thread():
+        expected = evaluate(model, galaxies, label=data, baselines=both).summary
+    summary = evaluate_survey(lambda: nullcontext(threaded_dask), RUN, data,
+                              str(tmp_path / "ev.json.parts"), progress=False, baselines=both)
+    assert summary == expected
+    assert summary["comparisons"]["sersic"]["unweighted"]["all"]["n_images"] == 24
+    with pytest.raises(OutputError, match="unfinished job with other inputs"):  # not its parts
+        evaluate_survey(lambda: nullcontext(threaded_dask), RUN, data,
+                        str(tmp_path / "ev.json.parts"), progress=False)
+
+
 @pytest.mark.slow
 def test_a_killed_worker_is_retried_with_identical_results(tmp_path: Path, model) -> None:
     galaxies = synthesize(600, seed=11)
@@ -174,6 +192,12 @@ def test_commands_write_and_read_sharded_data_on_a_local_cluster(tmp_path: Path)
     np.testing.assert_array_equal(sharded_latents(str(tmp_path / "latents")), expected.mean)
     again = galaxy("encode", "--run", RUN, "--data", "big", "--out", "latents", cwd=tmp_path)
     assert again.returncode == 2 and again.stderr.startswith("error: latents holds a finished")
+    evaluated = galaxy("evaluate", "--run", RUN, "--data", "big", "--baseline", "sersic",
+                       "--workers", 2, "--json", "ev.json", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    sersic = json.loads((tmp_path / "ev.json").read_text())["comparisons"]["sersic"]
+    assert sersic["unweighted"]["all"]["n_images"] == 60
+    assert not (tmp_path / "ev.json.parts").exists()  # the summary is written: parts dropped
     unreachable = galaxy("evaluate", "--run", RUN, "--data", "big", "--scheduler",
                          "tcp://127.0.0.1:1", cwd=tmp_path)
     assert unreachable.returncode == 2
