@@ -1,7 +1,8 @@
 """A trained galaxy VAE as a Python object: encode, decode, reconstruct and sample.
 
 Wraps a mochapy run directory (from `mochapy run` or a shipped run such as results/galaxy_vae_full).
-The run's net.yaml names the blobs' roles (`roles:`), so no net is rebuilt by hand:
+The run's net.yaml names the blobs' roles (`roles:`), so no net is rebuilt by hand, and its
+training.json records the image shape and the latent width (`blob_shapes`):
     model = GalaxyVAE.load("runs/galaxy_vae")
     z_mu, z_sd = model.encode(images)          # g_mu(x), g_sigma(x)
     x_mu, x_sd = model.decode(z_mu)            # f_mu(z), f_sigma(z)
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mochapy.errors import DataError
+from mochapy.run_directory import recorded_blob_shapes
 from mochapy.runs import LoadedRun, Predictor, load_run
 
 REQUIRED_ROLES = ("input", "latent_mean", "latent_sd", "latent", "recon_mean", "recon_sd")
@@ -38,13 +40,18 @@ class GalaxyVAE:
             )
         self.run = run
         self.roles = roles
-        input_layer = next(c for c in run.config.layers if roles["input"] in c.tops)
-        self.image_shape = self._input_shape(run, input_layer.name)
+        recorded = recorded_blob_shapes(run.path) or {}
+        self.image_shape = recorded.get(roles["input"]) or self._input_shape(run)
         self.encoder = Predictor(
             run, {roles["input"]: self.image_shape}, [roles["latent_mean"], roles["latent_sd"]],
             batch_size, backend,
         )
         latent_dim = self._latent_dim(run)
+        if roles["latent"] in recorded and recorded[roles["latent"]] != (latent_dim,):
+            raise DataError(
+                f"{run.path}/training.json: latent {roles['latent']!r} is recorded as "
+                f"{recorded[roles['latent']]} per image, the encoder gives ({latent_dim},)"
+            )
         self.latent_dim = latent_dim
         self.decoder = Predictor(
             run, {roles["latent"]: (latent_dim,)}, [roles["recon_mean"], roles["recon_sd"]],
@@ -56,8 +63,10 @@ class GalaxyVAE:
         return cls(load_run(run_dir), batch_size, backend)
 
     @staticmethod
-    def _input_shape(run: LoadedRun, layer_name: str) -> tuple[int, ...]:
-        """The per-image shape (C, S, S), from the weights of the layer that reads the input."""
+    def _input_shape(run: LoadedRun) -> tuple[int, ...]:
+        """The per-image shape (C, S, S) of a run whose training.json does not record it (trained
+        before it was recorded): from the weights of the layer that reads the input, square
+        images of 1 or 3 bands."""
         input_blob = run.config.roles["input"]
         reader = next(
             (c for c in run.config.layers if input_blob in c.bottoms and hasattr(c, "output_dim")),
@@ -71,7 +80,8 @@ class GalaxyVAE:
             size = int(round(np.sqrt(n_in / bands)))
             if bands * size * size == n_in:
                 return (bands, size, size)
-        raise DataError(f"{run.path}: cannot infer the image shape of input layer {layer_name!r}")
+        raise DataError(f"{run.path}: training.json records no image shape and {n_in} inputs "
+                        "are not square images of 1 or 3 bands")
 
     def _latent_dim(self, run: LoadedRun) -> int:
         """The width of g_mu(x), read off the built encoder (whatever layer makes it)."""

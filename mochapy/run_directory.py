@@ -7,7 +7,9 @@ folder that is not a run and holds none of a run's file names (the user's own ne
 own copy is told apart from a user's file; it is never written over the net file it was given.
 
 A snapshot records what training it continues (net, solver, data, batch sizes), so a resume
-with another net, solver or data is refused with the list of differences.
+with another net, solver or data is refused with the list of differences. training.json records
+each blob's per-row shape (`blob_shapes`), so a run's users read its input and code sizes
+instead of inferring them from weights.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from __future__ import annotations
 import glob
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -25,6 +28,7 @@ from mochapy.errors import MochaError
 from mochapy.outputs import same_file
 from mochapy.snapshots import list_snapshots, set_aside_paths
 
+BLOB_SHAPES = "blob_shapes"  # the training.json key
 RUN_COPY_HEADER = "# written by mochapy run: the net this run trains, paths relative to here\n"
 RUN_FILES = ("net.yaml", "weights.h5", "training.json", "statistics.h5")
 # solver fields a resume may change: how long to go on is the usual reason to resume
@@ -112,6 +116,27 @@ def write_net_copy(out_dir: str, config: RunConfig, inputs: Iterable[str]) -> st
         return None
     write_text_atomically(path, RUN_COPY_HEADER + text_for_directory(config.text, out_dir))
     return path
+
+
+def blob_shapes(blobs: Mapping[str, Any]) -> dict[str, list[int]]:
+    """Each blob's shape without its batch axis (what one row, e.g. one image, looks like), by
+    name, for training.json; `blobs` maps names to Blobs (Net.blobs)."""
+    return {name: [int(size) for size in blob.shape[1:]] for name, blob in blobs.items()}
+
+
+def recorded_blob_shapes(run_dir: str) -> dict[str, tuple[int, ...]] | None:
+    """The per-row blob shapes training.json records (a staged run's: its last stage's), or None
+    for a run that has no record (trained before it was kept, or not finished)."""
+    path = os.path.join(run_dir, "training.json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            info = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    shapes = info.get(BLOB_SHAPES) if isinstance(info, dict) else None
+    if not isinstance(shapes, dict):
+        return None
+    return {str(name): tuple(int(size) for size in shape) for name, shape in shapes.items()}
 
 
 def training_fingerprint(config: RunConfig, out_dir: str) -> str:

@@ -16,7 +16,7 @@ from mochapy.atomic import (
 )
 from mochapy.coffee import CoffeeLounge
 from mochapy.config import RunConfig
-from mochapy.run_directory import check_run_directory, is_run, write_net_copy
+from mochapy.run_directory import BLOB_SHAPES, check_run_directory, is_run, write_net_copy
 from mochapy.training.export import read_json
 from mochapy.training.lock import RunLock
 from mochapy.training.reports import run_reports
@@ -102,6 +102,7 @@ def _merge_stages(config: RunConfig, out_dir: str, stage_dirs: list[str]) -> Non
         "wall_seconds_total": round(sum(s["wall_seconds_total"] for s in stages), 3),
         "backend": stages[-1]["backend"],
         "n_params": stages[-1]["n_params"],
+        BLOB_SHAPES: stages[-1].get(BLOB_SHAPES),
         "machine": stages[-1]["machine"],
         "stages": stages,
         "finished": all(s.get("finished") for s in stages),

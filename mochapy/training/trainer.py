@@ -21,7 +21,9 @@ from mochapy.config import RunConfig
 from mochapy.errors import ConfigError, DivergenceError, MochaError
 from mochapy.net import Net
 from mochapy.run_directory import (
+    BLOB_SHAPES,
     RunDirectoryError,
+    blob_shapes,
     check_run_directory,
     fingerprint_differences,
     run_markers,
@@ -387,6 +389,7 @@ class Trainer:
             "backend_detail": self.backend.describe(),
             "dtype": self.backend.dtype.name,
             "n_params": self.net.n_params,
+            BLOB_SHAPES: blob_shapes(self.net.blobs),
             "final_train_loss": self.lounge.last("train/loss"),
             "final_validation_loss": self.lounge.last("validation/loss"),
             "machine": machine_description(),

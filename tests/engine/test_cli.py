@@ -4,6 +4,7 @@ run directory behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from mochapy.backends import gpu_available
+from mochapy.run_directory import recorded_blob_shapes
 from mochapy.snapshots import list_snapshots, read_snapshot
 from tests.helpers import EXAMPLES
 
@@ -53,6 +55,10 @@ def test_run_writes_a_complete_run_directory(tiny_example: Path, tmp_path: Path)
     with h5py.File(run / "weights.h5", "r") as handle:
         assert handle["params/hidden.weight"].shape == (8, 16)
         assert handle["params/hidden.weight"].dtype == np.float32
+    # each blob's shape per row, so the run's users need not infer sizes from weights
+    shapes = json.loads((run / "training.json").read_text())["blob_shapes"]
+    assert shapes == {"x": [8], "y": [1], "h": [16], "pred": [1]}
+    assert recorded_blob_shapes(str(run)) == {"x": (8,), "y": (1,), "h": (16,), "pred": (1,)}
 
 
 def test_run_defaults_to_runs_name_and_resume_continues(tiny_example: Path,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -356,6 +357,38 @@ def test_python_api_shapes(trained: Path, heldout: GalaxyDataset) -> None:
     again, _ = model.sample_posterior(x, np.random.default_rng(4))
     np.testing.assert_array_equal(z, again)
     assert not np.allclose(z, model.encode(x)[0])
+
+
+def test_the_run_records_the_image_shape_and_latent_width(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GalaxyVAE reads training.json's per-row blob shapes; a run without them (trained before
+    they were recorded, like the shipped ones) still loads, its image shape read off the weights."""
+    roles = GalaxyVAE.load(str(trained)).roles
+    shapes = json.loads((trained / "training.json").read_text())["blob_shapes"]
+    assert shapes[roles["input"]] == [1, 69, 69] and shapes[roles["latent"]] == [8]
+
+    def no_inference(run: object) -> tuple[int, ...]:
+        raise AssertionError("the image shape was inferred although the run records it")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(GalaxyVAE, "_input_shape", staticmethod(no_inference))
+        assert GalaxyVAE.load(str(trained)).image_shape == (1, 69, 69)
+
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("net.yaml", "weights.h5"):
+        shutil.copyfile(trained / name, old / name)
+    info = json.loads((trained / "training.json").read_text())
+    (old / "training.json").write_text(json.dumps({k: v for k, v in info.items()
+                                                   if k != "blob_shapes"}))
+    model = GalaxyVAE.load(str(old))
+    assert model.image_shape == (1, 69, 69) and model.latent_dim == 8
+
+    info["blob_shapes"][roles["latent"]] = [5]
+    (old / "training.json").write_text(json.dumps(info))
+    with pytest.raises(DataError, match=r"training.json: latent .* recorded as \(5,\)"):
+        GalaxyVAE.load(str(old))
 
 
 def test_wrong_image_size_is_a_one_line_data_error(
