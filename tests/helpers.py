@@ -74,8 +74,9 @@ def sample_indices(
 
 
 class LayerHarness:
-    """One layer set up outside a net, its bottoms taking gradients, its tops given upstream
-    gradients G so that the objective of a non-loss layer is sum(G * top)."""
+    """One layer set up outside a net on any backend (float64 CPU by default), its bottoms taking
+    gradients, its tops given upstream gradients G so that the objective of a non-loss layer is
+    sum(G * top). Results come back to the host through host() and top()."""
 
     def __init__(
         self,
@@ -111,22 +112,31 @@ class LayerHarness:
     def bottoms(self) -> dict[str, Blob]:
         return {b.name: b for b in self.layer.bottoms}
 
+    def host(self, array: Any) -> np.ndarray:
+        """A backend array (a blob's data or diff, a parameter) as a NumPy copy."""
+        return np.array(self.backend.to_host(array))
+
+    def top(self, index: int = 0) -> np.ndarray:
+        """The data of the layer's top `index`, on the host."""
+        return self.host(self.layer.tops[index].data)
+
     def objective(self) -> float:
         self.layer.forward()
         if self.layer.config.has_loss:
-            return self.layer.loss
-        return float(sum(np.sum(self.upstream[t.name] * t.data) for t in self.layer.tops))
+            return float(self.layer.loss)
+        return float(sum(float((self.upstream[t.name] * t.data).sum()) for t in self.layer.tops))
 
     def gradients(self) -> dict[str, np.ndarray]:
-        """Analytic gradients of the objective by bottom name and parameter key."""
+        """Analytic gradients of the objective by bottom name and parameter key, on the host."""
         self.layer.forward()
         self.layer.backward()
-        grads = {b.name: b.diff.copy() for b in self.layer.bottoms if b.diff is not None}
-        grads.update({p.key: p.grad.copy() for p in self.layer.params})
+        grads = {b.name: self.host(b.diff) for b in self.layer.bottoms if b.diff is not None}
+        grads.update({p.key: self.host(p.grad) for p in self.layer.params})
         return grads
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays the gradients are taken with respect to, by the same names."""
+        """The arrays the gradients are taken with respect to, by the same names (on the backend:
+        central_difference perturbs them in place)."""
         arrays = {b.name: b.data for b in self.layer.bottoms if b.diff is not None}
         arrays.update({p.key: p.data for p in self.layer.params})
         return arrays
