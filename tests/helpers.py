@@ -150,6 +150,32 @@ class LayerHarness:
             assert_gradient_close(got, numeric, f"{self.layer.config.name}: d/d{name}", rtol, atol)
 
 
+def source_layer(type_name: str, batch_size: int, memory_data: dict | None = None,
+                 backend: Any = None, **fields: Any) -> Layer:
+    """A data layer (no bottoms) named 'data', set up outside a net."""
+    config = make_config(type_name, name="data", batch_size=batch_size, **fields)
+    return LayerHarness(config, {}, backend=backend, batch_size=batch_size,
+                        memory_data=memory_data).layer
+
+
+def batches(layer: Layer, count: int) -> list[list[np.ndarray]]:
+    """`count` forward passes of a data layer: each pass's tops, on the host."""
+    out = []
+    for _ in range(count):
+        layer.forward()
+        out.append([np.array(layer.backend.to_host(top.data)) for top in layer.tops])
+    return out
+
+
+def feed(config: LayerConfig, values: list[np.ndarray], backend: Any = None) -> Layer:
+    """Set up a sink on blob 'v' and forward each batch of values through it."""
+    harness = LayerHarness(config, {"v": values[0]}, backend=backend, grad_bottoms=())
+    for value in values:
+        harness.backend.copy_from_host(harness.bottoms["v"].data, value)
+        harness.layer.forward()
+    return harness.layer
+
+
 def vae_layer_entries(pixels: int = 25, hidden: int = 16, batch_size: int = 10) -> list[dict]:
     """The layers of examples/galaxy_vae_poster.yaml, shrunk, with MemoryData feeding `data`."""
     raw = yaml.safe_load((EXAMPLES / "galaxy_vae_poster.yaml").read_text())
