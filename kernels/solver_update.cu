@@ -51,6 +51,7 @@ __global__ void solver_update(int method, T* w, const T* g, T* state1, T* state2
     const T epsilon = (T)hyper[4];
     for (long long i = mocha::first_index(); i < n; i += mocha::grid_stride()) {
         const int s = find_segment(bounds, n_segments, i);
+        if (coefficients[3 * s] == 0.0) continue;  // frozen (lr_mult 0): left bit for bit
         const T lr = (T)(step_lr * coefficients[3 * s]);
         const T l2 = (T)coefficients[3 * s + 1];
         const T l1 = (T)coefficients[3 * s + 2];

@@ -3,7 +3,8 @@
 // over memory instead of NumPy's dozen, so threads can each take a part of the buffer.
 //
 // Segment s is bounds[s] <= i < bounds[s + 1], with coefficients {lr_mult, l2, l1} (l2 and l1
-// include the solver's regu_coef). hyper = {momentum, beta1, beta2, epsilon}; step_lr is the
+// include the solver's regu_coef); a segment with lr_mult 0 is frozen and left as it is, bit
+// for bit (flushing would zero a frozen layer's subnormal weights). hyper = {momentum, beta1, beta2, epsilon}; step_lr is the
 // learning rate, for Adam already bias-corrected: lr sqrt(1 - beta2^t) / (1 - beta1^t).
 //
 // Subnormal numbers are flushed to zero inside the update (x86: MXCSR's FTZ and DAZ bits, set for
@@ -41,6 +42,7 @@ enum SolverMethod { kSGD = 0, kNesterov = 1, kAdam = 2 };
         for (int s = 0; s < n_segments; ++s) {                                                  \
             const int64_t first = bounds[s] > start ? bounds[s] : start;                        \
             const int64_t last = bounds[s + 1] < stop ? bounds[s + 1] : stop;                   \
+            if (coefficients[3 * s] == 0.0) continue; /* frozen: weights and states kept */    \
             const T lr = (T)(step_lr * coefficients[3 * s]);                                    \
             const T l2 = (T)coefficients[3 * s + 1];                                            \
             const T l1 = (T)coefficients[3 * s + 2];                                            \

@@ -129,6 +129,8 @@ class NumPyKernels:
         step_lr = adam_step_lr(step) if method == "adam" else step.lr
         for first, stop, (lr_mult, l2, l1) in zip(bounds[:-1], bounds[1:], coefficients,
                                                   strict=True):
+            if lr_mult == 0:  # frozen: left bit for bit, subnormals included
+                continue
             w, g = params[first:stop], grad[first:stop]
             np.copyto(g, grads[first:stop])
             if l2:
@@ -140,9 +142,9 @@ class NumPyKernels:
                 self._adam(w, g, *(state[first:stop] for state in states), lr, step)
             else:
                 self._momentum(method, w, g, states[0][first:stop], lr, step.momentum)
-        tiny = smallest_normal(params.dtype)
-        for array in (params, *states):
-            array[np.abs(array) < tiny] = 0
+            tiny = smallest_normal(params.dtype)
+            for array in (w, *(state[first:stop] for state in states)):
+                array[np.abs(array) < tiny] = 0
 
     @staticmethod
     def _adam(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float,

@@ -49,6 +49,8 @@ def reference_update(method: str, w: np.ndarray, g: np.ndarray, states: list[np.
                      step: SolverStep) -> None:
     """interface.Kernels.solver_update's docstring, in float64, segment by segment."""
     for first, stop, (lr_mult, l2, l1) in zip(BOUNDS[:-1], BOUNDS[1:], COEFFICIENTS, strict=True):
+        if lr_mult == 0:  # frozen
+            continue
         part = slice(first, stop)
         grad = g[part] + l2 * w[part] + l1 * np.sign(w[part])
         if method == "adam":
@@ -68,12 +70,13 @@ def reference_update(method: str, w: np.ndarray, g: np.ndarray, states: list[np.
 
 
 def run_update(backend: Any, method: str, w: np.ndarray, g: np.ndarray,
-               states: list[np.ndarray], step: SolverStep) -> list[np.ndarray]:
+               states: list[np.ndarray], step: SolverStep,
+               coefficients: np.ndarray = COEFFICIENTS) -> list[np.ndarray]:
     """The library's update of copies of the arrays: [w, g, *states] afterwards, on the host."""
     arrays = [backend.from_host(a.copy()) for a in (w, g, *states)]  # the CPU's is no copy
     backend.kernels.solver_update(method, arrays[0], arrays[1], arrays[2:],
                                   backend.from_host(BOUNDS, dtype=np.int64),
-                                  backend.from_host(COEFFICIENTS, dtype=np.float64), step)
+                                  backend.from_host(coefficients, dtype=np.float64), step)
     backend.synchronize()
     return [backend.to_host(a) for a in arrays]
 
@@ -120,6 +123,26 @@ def test_solver_update_stores_no_subnormal_number(make_backend, method: str) -> 
         reference_update(method, reference, np.zeros(n), reference_states,
                          SolverStep(**{**step.__dict__, "t": update}))
     np.testing.assert_allclose(w, reference, rtol=1e-4, atol=1e-24)
+
+
+@pytest.mark.parametrize("method", ["sgd", "nesterov", "adam"])
+def test_solver_update_leaves_a_frozen_segment_bit_for_bit(make_backend, method: str) -> None:
+    """lr_mult 0 (a stage's train_only freezes every other layer so) keeps weights and states as
+    they were, subnormals included: a frozen layer must come out of a stage unchanged."""
+    coefficients = np.array([[1.0, 0.1, 0.0], [0.0, 0.1, 0.05], [0.5, 0.2, 0.3]])
+    tiny = smallest_normal(np.float32)
+    n = int(BOUNDS[-1])
+    rng = np.random.default_rng(9)
+    w = (rng.normal(size=n) * np.where(np.arange(n) % 2, 1.0, tiny / 4)).astype(np.float32)
+    g = rng.normal(size=n).astype(np.float32)
+    states = [rng.uniform(0.1, 1, size=n).astype(np.float32)
+              for _ in range(2 if method == "adam" else 1)]
+    got = run_update(make_backend("float32"), method, w, g, states, STEP, coefficients)
+    frozen = slice(BOUNDS[1], BOUNDS[2])
+    assert (w[frozen] != 0).all() and (np.abs(w[frozen]) < tiny).any()
+    for before, after in zip([w, g, *states], got, strict=True):
+        np.testing.assert_array_equal(after[frozen], before[frozen])
+    assert not np.array_equal(got[0][:BOUNDS[1]], w[:BOUNDS[1]])
 
 
 # -- gaussian_recon_loss ---------------------------------------------------------------------------
