@@ -9,7 +9,8 @@ kept) is loaded as the run's net with that snapshot's parameters and evaluated w
 galaxy_model.evaluation on the first --n images of --data (no retraining; a running stage can be
 evaluated). Writes learning_curve.json, learning_curve.md and learning_curve.png (wins against
 log iterations, the poster's 97.1% / 97.2% marked) into --out. With three or more points the
-wins are fitted as a straight line in log10(iterations) and evaluated at --extrapolate-to: an
+wins of the last half decade of iterations (at least three points) are fitted as a straight
+line in log10(iterations) and evaluated at --extrapolate-to: an
 extrapolation, labelled as one (default 3.6M: the poster's K20X at 200 it/s for 5 hours).
 
 A stage trained with a fixed decoder sd (the mean stage of galaxy_vae.yaml's recipe) is judged
@@ -38,6 +39,7 @@ from mochapy.snapshots import SNAPSHOT_PATTERN, list_snapshots, read_snapshot
 
 POSTER = {"mse_win_fraction": 0.971, "likelihood_win_fraction": 0.972}
 POSTER_GPU_ITERATIONS = 3_600_000  # 200 it/s (the poster's K20X) for 5 hours
+RECENT_SPAN = 10**0.5  # the extrapolation fits the points of the last half decade of iterations
 
 
 def log_grid_iterations(available: list[int]) -> list[int]:
@@ -64,10 +66,15 @@ def evaluate_snapshot(stage_dir: str, path: str, dataset: GalaxyDataset, label: 
 
 
 def extrapolate(points: list[dict], key: str, iterations: int) -> float | None:
-    """A straight line in log10(iterations) through the points, evaluated at `iterations`
-    (capped at 1); None with fewer than three points."""
+    """A straight line in log10(iterations) through the latest points, evaluated at `iterations`
+    (capped at 1); None with fewer than three points. The latest points are those of the last
+    half decade of iterations (at least three): a curve that rose early and then levelled off
+    is extended from where it is now, not from its early slope."""
     if len(points) < 3:
         return None
+    ordered = sorted(points, key=lambda p: p["iteration"])
+    recent = [p for p in ordered if p["iteration"] >= ordered[-1]["iteration"] / RECENT_SPAN]
+    points = recent if len(recent) >= 3 else ordered[-3:]
     x = np.log10([p["iteration"] for p in points])
     slope, intercept = np.polyfit(x, [p[key] for p in points], 1)
     return float(min(1.0, slope * math.log10(iterations) + intercept))
@@ -86,8 +93,9 @@ def markdown(record: dict) -> str:
                      f"{p['median_mse_baseline']:.3g} |")
     extrapolated = record["extrapolation"]
     if extrapolated["mse_win_fraction"] is not None:
-        lines += ["", f"Extrapolation (a straight line in log iterations through these points, "
-                  f"not a measurement) to {extrapolated['iterations']:,} iterations: MSE wins "
+        lines += ["", f"Extrapolation (a straight line in log iterations through the points of the "
+                  f"last half decade, at least three; not a measurement) to "
+                  f"{extrapolated['iterations']:,} iterations: MSE wins "
                   f"{100 * extrapolated['mse_win_fraction']:.1f}%, likelihood wins "
                   f"{100 * extrapolated['likelihood_win_fraction']:.1f}% (poster: 97.1% / 97.2%)."]
     return "\n".join(lines) + "\n"

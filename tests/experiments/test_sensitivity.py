@@ -111,5 +111,8 @@ def test_the_extrapolation_is_a_line_in_log_iterations() -> None:
               ((10_000, 0.5), (100_000, 0.6), (1_000_000, 0.7))]
     assert learning_curve.extrapolate(points, "mse_win_fraction", 10_000_000) == pytest.approx(0.8)
     assert learning_curve.extrapolate(points[:2], "mse_win_fraction", 10**7) is None
+    levelled = [{"iteration": i, "mse_win_fraction": w} for i, w in
+                ((10_000, 0.5), (20_000, 0.8), (60_000, 0.9), (100_000, 0.9), (180_000, 0.9))]
+    assert learning_curve.extrapolate(levelled, "mse_win_fraction", 10**7) == pytest.approx(0.9)
     assert learning_curve.log_grid_iterations([10_000, 20_000, 40_000, 50_000, 300_000]) == [
         10_000, 20_000, 50_000, 300_000]
