@@ -127,6 +127,7 @@ class NumPyKernels:
                       step: SolverStep) -> None:
         grad = self.scratch.like("grad", params)
         step_lr = adam_step_lr(step) if method == "adam" else step.lr
+        tiny = smallest_normal(params.dtype)
         for first, stop, (lr_mult, l2, l1) in zip(bounds[:-1], bounds[1:], coefficients,
                                                   strict=True):
             if lr_mult == 0:  # frozen: left bit for bit, subnormals included
@@ -142,7 +143,6 @@ class NumPyKernels:
                 self._adam(w, g, *(state[first:stop] for state in states), lr, step)
             else:
                 self._momentum(method, w, g, states[0][first:stop], lr, step.momentum)
-            tiny = smallest_normal(params.dtype)
             for array in (w, *(state[first:stop] for state in states)):
                 array[np.abs(array) < tiny] = 0
 
