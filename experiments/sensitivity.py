@@ -9,11 +9,18 @@ population with the variant's changes (galaxy_model.populations.vary); its train
 heldout images are synthesised into --work/NAME/ (the same sizes and seeds for every variant);
 the recipe's net and stages are trained on them into --work/NAME/run with the plan's settings
 (the same budget for every variant; a finished run is reused, an unfinished one resumed); the
-result is evaluated on the variant's held-out images. The table (sensitivity.json,
-sensitivity.md) and the plot (sensitivity.png) hold, per variant and factor, the MSE and
-likelihood wins against the Gaussian fit and each model's excess MSE over the noise: the median
-over images of (MSE - the image's own noise variance, the mean of 1/ivar over its pixels).
---force replaces the files of the same names in --out.
+result is evaluated on the variant's held-out images and recorded at once as
+--out/variants/NAME.json, with the settings it was made under. A recorded variant is never
+trained again: a study can be stopped and continued in any later session, on any machine, from
+the recorded rows alone (the work folder is scratch). A row made under other settings (budget,
+data, population) is refused unless --force, which records that variant again and replaces it.
+
+After each variant the table (sensitivity.json, sensitivity.md) and the plot (sensitivity.png)
+are rebuilt from every recorded row of the plan: they are a view of the rows, nothing else, and
+say how many of the plan's variants are still to run. Per variant and factor they hold the MSE
+and likelihood wins against the Gaussian fit and each model's excess MSE over the noise: the
+median over images of (MSE - the image's own noise variance, the mean of 1/ivar over its pixels).
+Variants run in the order --only names them (plan order without it); the table keeps plan order.
 """
 
 from __future__ import annotations
@@ -32,9 +39,9 @@ from galaxy_model.evaluation import evaluate
 from galaxy_model.model import GalaxyVAE
 from galaxy_model.populations import POPULATIONS, Population, vary
 from galaxy_model.synth import synthesize
+from mochapy.atomic import write_atomically
 from mochapy.config import load_config
 from mochapy.errors import ConfigError, MochaError
-from mochapy.outputs import atomic_directory
 from mochapy.training import stage_finished, train
 
 SPLITS = ("train", "valid", "heldout")
@@ -100,7 +107,9 @@ def load_plan(path: str) -> Plan:
 
 
 def variant_data(plan: Plan, variant: Variant, folder: str) -> dict[str, str]:
-    """The variant's split files, synthesised once (a file of another population is refused)."""
+    """The variant's split files (absolute paths: the net file names them from its own folder),
+    synthesised once; a file of another population is refused."""
+    folder = os.path.abspath(folder)
     os.makedirs(folder, exist_ok=True)
     paths = {}
     for split, (n, seed) in plan.data.items():
@@ -143,8 +152,38 @@ def excess_over_noise(mse: np.ndarray, dataset: GalaxyDataset) -> float:
     return float(np.median(mse - noise))
 
 
+def settings(plan: Plan, variant: Variant) -> dict:
+    """What a variant's row depends on: its population, the data sizes and seeds, the budget."""
+    return {"population": variant.population.describe(),
+            "data": {split: list(entry) for split, entry in plan.data.items()},
+            "stages": plan.stages}
+
+
+def recorded_row(plan: Plan, variant: Variant, out: str, force: bool) -> dict | None:
+    """The variant's recorded row, if one was made under the plan's settings; None to (re)run."""
+    path = os.path.join(out, "variants", f"{variant.name}.json")
+    if not os.path.exists(path) or force:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            row = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise MochaError(f"{path}: cannot read the recorded row: {exc}") from None
+    if row.get("settings") != json.loads(json.dumps(settings(plan, variant))):
+        raise MochaError(f"{path} was made under other settings than {plan.path}'s; "
+                         "move it away or pass --force to train this variant again")
+    return row
+
+
+def write_json(path: str, content: dict) -> None:
+    def write(temp: str) -> None:
+        with open(temp, "w", encoding="utf-8") as handle:
+            json.dump(content, handle, indent=2)
+    write_atomically(path, write)
+
+
 def run_variant(plan: Plan, variant: Variant, work: str, progress: bool) -> dict:
-    """Train (or reuse) and evaluate one variant; its row of the table."""
+    """Train (or reuse the work folder's run) and evaluate one variant; its row of the table."""
     folder = os.path.join(work, variant.name)
     paths = variant_data(plan, variant, folder)
     net = variant_net(plan, variant, paths, os.path.join(folder, "net.yaml"))
@@ -158,7 +197,7 @@ def run_variant(plan: Plan, variant: Variant, work: str, progress: bool) -> dict
         iterations = json.load(handle)["iterations"]
     return {
         "variant": variant.name, "factor": variant.factor,
-        "population": variant.population.describe(), "iterations": iterations,
+        "settings": settings(plan, variant), "iterations": iterations,
         "mse_win_fraction": result.summary["mse_win_fraction"],
         "likelihood_win_fraction": result.summary["likelihood_win_fraction"],
         "median_mse_model": result.summary["median_mse_model"],
@@ -169,12 +208,22 @@ def run_variant(plan: Plan, variant: Variant, work: str, progress: bool) -> dict
 
 
 def markdown(rows: list[dict], plan: Plan) -> str:
+    recorded = {row["variant"] for row in rows}
+    missing = [v.name for v in plan.variants if v.name not in recorded]
+    budget = plan.stages.get("mean", {}).get("solver.max_iter")
+    budget = f"{budget:,}" if isinstance(budget, int) else "the recipe's"
     lines = [
         "# Sensitivity of the win rate to the data",
         "",
-        f"Plan {plan.path}; every variant trained by {plan.recipe} with the same settings and "
-        "evaluated on its own held-out images. Excess MSE: median over images of the MSE minus "
-        "the image's own noise variance.",
+        f"Plan {os.path.relpath(plan.path)}; every variant trained by "
+        f"{os.path.relpath(plan.recipe)} with the same settings (mean stage: "
+        f"{budget} iterations on "
+        f"{plan.data['train'][0]:,} images) and evaluated on its own "
+        f"{plan.data['heldout'][0]:,} held-out images. Excess MSE: median over images of the MSE "
+        "minus the image's own noise variance.",
+        "",
+        f"{len(rows)} of the plan's {len(plan.variants)} variants recorded"
+        + (f"; still to run: {', '.join(missing)}." if missing else "."),
         "",
         "| factor | variant | iterations | MSE wins | likelihood wins | Gaussian excess MSE | "
         "VAE excess MSE |",
@@ -215,31 +264,70 @@ def plot(rows: list[dict], path: str) -> None:
     figure.savefig(path, format="png")
 
 
+def drop_training_images(plan: Plan, variant: Variant, work: str) -> None:
+    """Delete a recorded variant's training images (1.9 GB at the shipped plan's size), so a
+    whole study needs the disk of one variant; the seed makes them again if ever needed."""
+    n, seed = plan.data["train"]
+    path = os.path.join(work, variant.name, f"train-n{n}-seed{seed}.h5")
+    if os.path.exists(path):
+        os.remove(path)
+
+
+def write_table(rows: list[dict], plan: Plan, out: str) -> str:
+    """Rebuild the table and plot from the recorded rows (plan order); the Markdown table."""
+    order = {v.name: index for index, v in enumerate(plan.variants)}
+    rows = sorted(rows, key=lambda row: order[row["variant"]])
+    table = markdown(rows, plan)
+    write_json(os.path.join(out, "sensitivity.json"),
+               {"plan": os.path.relpath(plan.path), "variants_in_plan": len(plan.variants),
+                "rows": rows})
+
+    def write_text(temp: str) -> None:
+        with open(temp, "w", encoding="utf-8") as handle:
+            handle.write(table)
+    write_atomically(os.path.join(out, "sensitivity.md"), write_text)
+    write_atomically(os.path.join(out, "sensitivity.png"), lambda temp: plot(rows, temp))
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plan", default="experiments/sensitivity.yaml")
     parser.add_argument("--work", default="runs/sensitivity")
     parser.add_argument("--out", default="results/sensitivity")
-    parser.add_argument("--only", nargs="*", help="run only these variants")
-    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--only", nargs="*", help="run only these variants, in this order")
+    parser.add_argument("--force", action="store_true",
+                        help="record the chosen variants again, replacing their rows "
+                        "(a finished run of theirs in --work is reused)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args()
     try:
         plan = load_plan(args.plan)
-        chosen = [v for v in plan.variants if not args.only or v.name in args.only]
-        unknown = set(args.only or ()) - {v.name for v in plan.variants}
+        by_name = {v.name: v for v in plan.variants}
+        unknown = [name for name in args.only or () if name not in by_name]
         if unknown:
-            raise ConfigError(f"{args.plan}: no variant named {sorted(unknown)[0]!r}")
-        rows = [run_variant(plan, variant, args.work, not args.quiet) for variant in chosen]
-        with atomic_directory(args.out, force=args.force) as staging:
-            with open(os.path.join(staging, "sensitivity.json"), "w", encoding="utf-8") as handle:
-                json.dump({"plan": args.plan, "rows": rows}, handle, indent=2)
-            table = markdown(rows, plan)
-            with open(os.path.join(staging, "sensitivity.md"), "w", encoding="utf-8") as handle:
-                handle.write(table)
-            plot(rows, os.path.join(staging, "sensitivity.png"))
+            raise ConfigError(f"{args.plan}: no variant named {unknown[0]!r}")
+        chosen = [by_name[name] for name in args.only] if args.only else plan.variants
+        rows = {}
+        for variant in plan.variants:  # every recorded row is checked before anything runs
+            row = recorded_row(plan, variant, args.out, args.force and variant in chosen)
+            if row is not None:
+                rows[variant.name] = row
+        table = None
+        for variant in chosen:
+            if variant.name in rows:
+                continue
+            rows[variant.name] = run_variant(plan, variant, args.work, not args.quiet)
+            write_json(os.path.join(args.out, "variants", f"{variant.name}.json"),
+                       rows[variant.name])
+            drop_training_images(plan, variant, args.work)
+            table = write_table(list(rows.values()), plan, args.out)
+        if table is None:
+            table = write_table(list(rows.values()), plan, args.out)
     except MochaError as exc:
         sys.exit(f"sensitivity: {exc}")
+    except OSError as exc:
+        sys.exit(f"sensitivity: {exc.filename or ''}: {exc.strerror or exc}")
     print(table, end="")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -51,22 +52,39 @@ def test_a_tiny_study_trains_evaluates_and_tabulates_each_variant(tmp_path) -> N
     ])
     out = tmp_path / "out"
     command = [sys.executable, str(ROOT / "experiments" / "sensitivity.py"), "--plan", str(plan),
-               "--work", str(tmp_path / "work"), "--out", str(out), "--quiet"]
+               "--work", "work", "--out", str(out), "--quiet"]  # --work relative to cwd
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr
     rows = json.loads((out / "sensitivity.json").read_text())["rows"]
     assert [row["variant"] for row in rows] == ["gz-v1", "no-neighbours"]
     assert all(row["iterations"] == 6 for row in rows)  # 4 mean + 2 sd
-    assert rows[1]["population"]["neighbour_rate"] == 0
+    assert rows[1]["settings"]["population"]["neighbour_rate"] == 0
     for row in rows:
         assert 0 <= row["mse_win_fraction"] <= 1 and 0 <= row["likelihood_win_fraction"] <= 1
         assert row["excess_mse_baseline"] > -1
     assert "| neighbours | no-neighbours | 6 |" in (out / "sensitivity.md").read_text()
     assert (out / "sensitivity.png").stat().st_size > 0
-    # the same command again refuses to replace the table; the finished runs are reused
+    assert "2 of the plan's 2 variants recorded." in (out / "sensitivity.md").read_text()
+    # each row is recorded on its own; with the work folder gone (a later session), the same
+    # command trains nothing and rebuilds the same table from the rows
+    recorded = {p.name: p.read_text() for p in (out / "variants").iterdir()}
+    assert not list((tmp_path / "work").glob("*/train-*.h5"))  # scratch images dropped
+    assert sorted(recorded) == ["gz-v1.json", "no-neighbours.json"]
+    shutil.move(tmp_path / "work", tmp_path / "work-kept")
     again = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert again.returncode != 0 and "pass --force" in again.stderr
-    assert len(again.stderr.strip().splitlines()) == 1
+    assert again.returncode == 0, again.stderr
+    assert not (tmp_path / "work").exists()
+    assert json.loads((out / "sensitivity.json").read_text())["rows"] == rows
+    # a plan with another budget is refused in one line naming the row; nothing is replaced
+    changed = yaml.safe_load(plan.read_text())
+    changed["stages"]["mean"]["solver.max_iter"] = 5
+    plan.write_text(yaml.safe_dump(changed))
+    refused = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert refused.returncode != 0 and "pass --force" in refused.stderr
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
+    assert str(out / "variants" / "gz-v1.json") in refused.stderr
+    assert {p.name: p.read_text() for p in (out / "variants").iterdir()} == recorded
+    shutil.move(tmp_path / "work-kept", tmp_path / "work")
 
     # the learning curve of the first variant's mean stage, from its kept snapshots
     stage = tmp_path / "work" / "gz-v1" / "run" / "stage1-mean"
