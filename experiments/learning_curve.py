@@ -7,8 +7,13 @@
 Each chosen snapshot (default: those at 1, 2, 3 and 5 x 10^k iterations, k >= 4, that the stage
 kept) is loaded as the run's net with that snapshot's parameters and evaluated with
 galaxy_model.evaluation on the first --n images of --data (no retraining; a running stage can be
-evaluated). Writes learning_curve.json, learning_curve.md and learning_curve.png (wins against
-log iterations, the poster's 97.1% / 97.2% marked) into --out. With three or more points the
+evaluated). Each point is recorded at once as --out/points/ITERATION.json with what it was
+measured under (data, n, a hash of the stage's net.yaml) and is never measured again: a long run
+that is resumed in later sessions, whose older snapshots are gone, keeps its earlier points. A
+point recorded under other settings is refused unless --force, which measures it again.
+learning_curve.json, learning_curve.md and learning_curve.png (wins against log iterations, the
+poster's 97.1% / 97.2% marked) are rebuilt from every recorded point: a view of the points,
+nothing else. With three or more points the
 wins of the last half decade of iterations (at least three points) are fitted as a straight
 line in log10(iterations) and evaluated at --extrapolate-to: an
 extrapolation, labelled as one (default 3.6M: the poster's K20X at 200 it/s for 5 hours).
@@ -20,6 +25,7 @@ on likelihood with that fixed sd; its MSE wins are the meaningful curve.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -31,9 +37,9 @@ from galaxy_model import builtin
 from galaxy_model.dataset import GalaxyDataset
 from galaxy_model.evaluation import evaluate
 from galaxy_model.model import GalaxyVAE
+from mochapy.atomic import write_atomically, write_text_atomically
 from mochapy.config import load_config
 from mochapy.errors import MochaError
-from mochapy.outputs import atomic_directory
 from mochapy.runs import LoadedRun
 from mochapy.snapshots import SNAPSHOT_PATTERN, list_snapshots, read_snapshot
 
@@ -128,6 +134,29 @@ def plot(record: dict, path: str) -> None:
     figure.savefig(path, format="png")
 
 
+def measured_under(stage_dir: str, data: str, n: int) -> dict:
+    """What a point depends on besides its snapshot: the images and the stage's net."""
+    with open(os.path.join(stage_dir, "net.yaml"), "rb") as handle:
+        net = hashlib.sha256(handle.read()).hexdigest()
+    return {"data": data, "n": n, "net_sha256": net}
+
+
+def recorded_points(folder: str) -> dict[int, dict]:
+    """Iteration -> recorded point, from --out/points/."""
+    points = {}
+    if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".json") and not name.startswith("."):
+                path = os.path.join(folder, name)
+                try:
+                    with open(path, encoding="utf-8") as handle:
+                        point = json.load(handle)
+                except (OSError, ValueError) as exc:
+                    raise MochaError(f"{path}: cannot read the recorded point: {exc}") from None
+                points[point["iteration"]] = point
+    return points
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", required=True, help="a run (or stage) directory")
@@ -136,7 +165,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, nargs="*")
     parser.add_argument("--extrapolate-to", type=int, default=POSTER_GPU_ITERATIONS)
     parser.add_argument("--out", default="results/galaxy_vae_gz/learning_curve")
-    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--force", action="store_true",
+                        help="measure the chosen points again, replacing their records")
     args = parser.parse_args()
     try:
         files = snapshot_files(args.stage)
@@ -145,26 +175,42 @@ def main() -> None:
         if missing or not chosen:
             raise MochaError(f"{args.stage}: no kept snapshot at iteration(s) "
                              f"{missing or 'of the log grid'}; kept: {sorted(files)}")
+        folder = os.path.join(args.out, "points")
+        points = recorded_points(folder)
         dataset = builtin.load(args.data)
         dataset = dataset.subset(np.arange(min(args.n, len(dataset))))
-        points = [evaluate_snapshot(args.stage, files[i], dataset, args.data) for i in chosen]
+        settings = measured_under(args.stage, args.data, len(dataset))
+        for iteration, point in points.items():  # all checked before anything is measured
+            if point.get("settings") != settings and not (args.force and iteration in chosen):
+                raise MochaError(f"{os.path.join(folder, f'{iteration:09d}.json')} was measured "
+                                 f"under {point.get('settings')}, not {settings}; move it away "
+                                 "or pass --force to measure it again")
+        for iteration in chosen:
+            if iteration in points and not args.force:
+                continue
+            point = {**evaluate_snapshot(args.stage, files[iteration], dataset, args.data),
+                     "settings": settings}
+            write_text_atomically(os.path.join(folder, f"{iteration:09d}.json"),
+                                  json.dumps(point, indent=2))
+            points[iteration] = point
+        ordered = [points[i] for i in sorted(points)]
         record = {
-            "stage": args.stage, "data": args.data, "n": len(dataset), "points": points,
+            "stage": args.stage, "data": args.data, "n": len(dataset), "points": ordered,
             "extrapolation": {
                 "iterations": args.extrapolate_to,
-                **{key: extrapolate(points, key, args.extrapolate_to) for key in POSTER},
+                **{key: extrapolate(ordered, key, args.extrapolate_to) for key in POSTER},
             },
         }
-        with atomic_directory(args.out, force=args.force) as staging:
-            with open(os.path.join(staging, "learning_curve.json"), "w",
-                      encoding="utf-8") as handle:
-                json.dump(record, handle, indent=2)
-            table = markdown(record)
-            with open(os.path.join(staging, "learning_curve.md"), "w", encoding="utf-8") as handle:
-                handle.write(table)
-            plot(record, os.path.join(staging, "learning_curve.png"))
+        table = markdown(record)
+        write_text_atomically(os.path.join(args.out, "learning_curve.json"),
+                              json.dumps(record, indent=2))
+        write_text_atomically(os.path.join(args.out, "learning_curve.md"), table)
+        write_atomically(os.path.join(args.out, "learning_curve.png"),
+                         lambda temp: plot(record, temp))
     except MochaError as exc:
         sys.exit(f"learning_curve: {exc}")
+    except OSError as exc:
+        sys.exit(f"learning_curve: {exc.filename or ''}: {exc.strerror or exc}")
     print(table, end="")
 
 

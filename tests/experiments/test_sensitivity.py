@@ -99,6 +99,24 @@ def test_a_tiny_study_trains_evaluates_and_tabulates_each_variant(tmp_path) -> N
     curve = json.loads((curve_out / "learning_curve.json").read_text())
     assert [p["iteration"] for p in curve["points"]] == [2, 4] and curve["n"] == 12
     assert curve["extrapolation"]["mse_win_fraction"] is None  # two points: no line drawn
+    # a later session without the snapshot at 2 keeps its recorded point and measures only 4
+    Path(learning_curve.snapshot_files(str(stage))[2]).unlink()
+    (curve_out / "points" / "000000004.json").unlink()
+    again = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "learning_curve.py"), "--stage", str(stage),
+         "--data", str(tmp_path / "work" / "gz-v1" / "heldout-n12-seed23.h5"),
+         "--iterations", "4", "--out", str(curve_out)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((curve_out / "learning_curve.json").read_text())["points"] == curve["points"]
+    # points measured on other images are refused in one line, nothing replaced
+    other = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "learning_curve.py"), "--stage", str(stage),
+         "--data", str(tmp_path / "work" / "gz-v1" / "heldout-n12-seed23.h5"), "--n", "6",
+         "--iterations", "4", "--out", str(curve_out)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert other.returncode != 0 and "pass --force" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1
 
 
 def test_a_plan_with_an_unknown_field_is_refused_in_one_line(tmp_path) -> None:
