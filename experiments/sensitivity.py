@@ -39,7 +39,7 @@ from galaxy_model.evaluation import evaluate
 from galaxy_model.model import GalaxyVAE
 from galaxy_model.populations import POPULATIONS, Population, vary
 from galaxy_model.synth import synthesize
-from mochapy.atomic import write_atomically
+from mochapy.atomic import write_atomically, write_text_atomically
 from mochapy.config import load_config
 from mochapy.errors import ConfigError, MochaError
 from mochapy.training import stage_finished, train
@@ -176,10 +176,7 @@ def recorded_row(plan: Plan, variant: Variant, out: str, force: bool) -> dict | 
 
 
 def write_json(path: str, content: dict) -> None:
-    def write(temp: str) -> None:
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(content, handle, indent=2)
-    write_atomically(path, write)
+    write_text_atomically(path, json.dumps(content, indent=2))
 
 
 def run_variant(plan: Plan, variant: Variant, work: str, progress: bool) -> dict:
@@ -281,11 +278,7 @@ def write_table(rows: list[dict], plan: Plan, out: str) -> str:
     write_json(os.path.join(out, "sensitivity.json"),
                {"plan": os.path.relpath(plan.path), "variants_in_plan": len(plan.variants),
                 "rows": rows})
-
-    def write_text(temp: str) -> None:
-        with open(temp, "w", encoding="utf-8") as handle:
-            handle.write(table)
-    write_atomically(os.path.join(out, "sensitivity.md"), write_text)
+    write_text_atomically(os.path.join(out, "sensitivity.md"), table)
     write_atomically(os.path.join(out, "sensitivity.png"), lambda temp: plot(rows, temp))
     return table
 
