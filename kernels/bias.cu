@@ -5,13 +5,13 @@
 #include "neuron_math.cuh"
 
 template <typename T>
-__global__ void bias_neuron_forward(int code, T parameter, T* pre, const T* bias, T* y, int rows,
-                                    int cols) {
+__global__ void bias_neuron_forward(int code, T parameter, T offset, T* pre, const T* bias, T* y,
+                                    int rows, int cols) {
     const long long n = (long long)rows * cols;
     for (long long i = mocha::first_index(); i < n; i += mocha::grid_stride()) {
         const T value = pre[i] + bias[i % cols];
         pre[i] = value;
-        y[i] = mocha::neuron_value(code, parameter, value);
+        y[i] = mocha::neuron_value(code, parameter, offset, value);
     }
 }
 

@@ -2,9 +2,9 @@
 #include "neuron_math.cuh"
 
 template <typename T>
-__global__ void neuron_forward(int code, T parameter, const T* x, T* y, long long n) {
+__global__ void neuron_forward(int code, T parameter, T offset, const T* x, T* y, long long n) {
     for (long long i = mocha::first_index(); i < n; i += mocha::grid_stride()) {
-        y[i] = mocha::neuron_value(code, parameter, x[i]);
+        y[i] = mocha::neuron_value(code, parameter, offset, x[i]);
     }
 }
 

@@ -1,13 +1,17 @@
 """The layer graph: layers ordered so every blob is produced before it is read, loops named,
-and the layers an output needs. Used by the config (to check a net file) and by Net (to run it).
+the layers an output needs, and shift layers folded into the neuron before them. Used by the
+config (to check a net file) and by Net (to run it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 
 from mochapy.errors import TopologyError
 from mochapy.layers import LayerConfig
+from mochapy.layers.power import PowerConfig
+from mochapy.neurons import Exponential
 
 
 def topological_order(
@@ -88,3 +92,37 @@ def prune(configs: Sequence[LayerConfig], inputs: set[str], outputs: set[str]) -
             needed.append(cfg)
             wanted.extend(cfg.bottoms)
     return [cfg for cfg in configs if cfg in needed]
+
+
+def fold_shifts(configs: Sequence[LayerConfig], keep: Iterable[str] = ()) -> list[LayerConfig]:
+    """Each Power layer that only shifts (power 1, scale 1) an Exponential neuron's output folded
+    into that neuron (Exponential.shift), the layer with the neuron writing the Power's top.
+
+    Why: the sd floors (sigma = 0.001 + exp(.)) then cost no passes of their own (the Power's
+    copy forward and backward, and the neuron's backward reading y), and the numbers are the
+    same: the neuron adds the same float, and its slope exp(x) is recomputed. A layer's `neuron`
+    field is applied to its one top (InnerProduct, ContrastLevel). The blob between the two is
+    not made, so a Power is kept where another layer reads that blob or it is in `keep` (an
+    output asked for by name).
+    """
+    readers: dict[str, int] = {}
+    for cfg in configs:
+        for bottom in cfg.bottoms:
+            readers[bottom] = readers.get(bottom, 0) + 1
+    producer = {top: cfg for cfg in configs for top in cfg.tops}
+    kept = set(keep)
+    folded: dict[str, LayerConfig] = {}
+    dropped: set[str] = set()
+    for cfg in configs:
+        if not (isinstance(cfg, PowerConfig) and cfg.power == 1 and cfg.scale == 1):
+            continue
+        blob = cfg.bottoms[0]
+        source = producer.get(blob)
+        neuron = getattr(source, "neuron", None)
+        if (source is not None and isinstance(neuron, Exponential) and not neuron.shift
+                and readers[blob] == 1 and blob not in kept):
+            folded[source.name] = dataclasses.replace(
+                source, tops=cfg.tops, neuron=dataclasses.replace(neuron, shift=cfg.shift)
+            )
+            dropped.add(cfg.name)
+    return [folded.get(cfg.name, cfg) for cfg in configs if cfg.name not in dropped]

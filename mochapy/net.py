@@ -14,7 +14,7 @@ import numpy as np
 
 from mochapy.blob import Blob
 from mochapy.errors import ConfigError, TopologyError
-from mochapy.graph import prune, topological_order
+from mochapy.graph import fold_shifts, prune, topological_order
 from mochapy.layers import Layer, LayerConfig, NetContext
 from mochapy.params import ParamStore
 
@@ -23,7 +23,9 @@ class Net:
     """A built net: layers set up in order, blobs by name, parameters in a flat store.
 
     `inputs` maps blob names to per-row shapes for blobs set from Python (`set_input`); the layers
-    that would produce them are dropped. `outputs` prunes the net to what those blobs need.
+    that would produce them are dropped. `outputs` prunes the net to what those blobs need. A
+    Power layer that only shifts an Exponential's output is folded into that neuron
+    (graph.fold_shifts): the blob between them is not made.
     """
 
     def __init__(
@@ -48,7 +50,7 @@ class Net:
             configs = [c for c in configs if not set(c.tops) & set(inputs)]
         if outputs:
             configs = prune(configs, set(inputs), set(outputs))
-        self.configs = topological_order(configs, inputs)
+        self.configs = topological_order(fold_shifts(configs, outputs or ()), inputs)
         self.params = params if params is not None else ParamStore(backend, seed)
         self.batch_size = batch_size or self._batch_size_from_sources()
         ctx = NetContext(backend, self.params, seed, self.batch_size, phase, memory_data)

@@ -34,10 +34,15 @@ class Neuron(ABC):
         """The neuron's one scalar parameter as the GPU kernels take it (0 when it has none)."""
         return 0.0
 
+    @property
+    def offset(self) -> float:
+        """A constant the kernels add to the output (Exponential's shift; 0 for the others)."""
+        return 0.0
+
     def forward(self, backend: Any, x: Any, y: Any) -> None:
         """Write f(x) into y (y may be x: every neuron can run in place)."""
         if backend.kind == "gpu":
-            backend.kernels.neuron_forward(self.code, self.parameter, x, y)
+            backend.kernels.neuron_forward(self.code, self.parameter, self.offset, x, y)
         else:
             self._forward_cpu(x, y)
 
@@ -90,27 +95,44 @@ class ReLU(Neuron):
 
 @dataclass(frozen=True)
 class Exponential(Neuron):
-    """y = exp(min(x, cap)), gradient 0 above the cap: the sd heads' positivity, bounded.
+    """y = exp(min(x, cap)) + shift, gradient 0 above the cap: the sd heads' positivity, bounded.
 
     The default cap, 30, bounds an sd at e^30 with its square finite in float32; a smaller cap
     bounds it further (e.g. 0 keeps an encoder sd at most the prior's, so one unusual input cannot
     throw z, and the loss, far off). The cap may be at most 88, where float32's exp overflows.
+    `shift` is an sd floor (sigma = 0.001 + exp(.)) applied in the same pass: the net folds a
+    Power layer that only shifts an Exponential's output into it (mochapy.graph.fold_shifts).
+    The gradient is exp(x), recomputed: y - shift would lose the digits of a small exp(x).
     """
 
     cap: float = EXP_INPUT_CAP
+    shift: float = 0.0
     code: ClassVar[int] = 2
 
     @property
     def parameter(self) -> float:
         return self.cap
 
+    @property
+    def offset(self) -> float:
+        return self.shift
+
     def _forward_cpu(self, x: np.ndarray, y: np.ndarray) -> None:
         np.minimum(x, self.cap, out=y)
         np.exp(y, out=y)
+        if self.shift:
+            y += self.shift
 
     def _backward_cpu(self, x: np.ndarray, y: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> None:
-        # d/dx exp(min(x, cap)) = y below the cap and 0 above it.
-        np.multiply(dy, y, out=dx)
+        # d/dx exp(min(x, cap)) = exp(x) below the cap (y itself when there is no shift), 0 above.
+        if not self.shift:
+            np.multiply(dy, y, out=dx)
+        elif dx is dy:
+            dx *= np.exp(np.minimum(x, self.cap))
+        else:
+            np.minimum(x, self.cap, out=dx)
+            np.exp(dx, out=dx)
+            dx *= dy
         dx[x > self.cap] = 0
 
 
@@ -160,7 +182,7 @@ def make_neuron(spec: Any, where: str) -> Neuron:
     if not isinstance(name, str) or name not in NEURONS:
         raise ConfigError(f"{where}: unknown neuron {name!r}; known: {', '.join(NEURONS)}")
     cls = NEURONS[name]
-    allowed = {ReLU: {"epsilon"}, Exponential: {"cap"}}.get(cls, set())
+    allowed = {ReLU: {"epsilon"}, Exponential: {"cap", "shift"}}.get(cls, set())
     unknown = set(fields) - allowed
     if unknown:
         raise ConfigError(f"{where}: neuron {name} has no field {sorted(unknown, key=str)[0]!r}")
@@ -170,4 +192,6 @@ def make_neuron(spec: Any, where: str) -> Neuron:
         raise ConfigError(f"{where}: bad neuron field: {exc}") from None
     if isinstance(neuron, Exponential) and not neuron.cap <= EXP_MAX_CAP:
         raise ConfigError(f"{where}: Exponential cap must be at most {EXP_MAX_CAP:g}")
+    if isinstance(neuron, Exponential) and not np.isfinite(neuron.shift):
+        raise ConfigError(f"{where}: Exponential shift must be a finite number")
     return neuron

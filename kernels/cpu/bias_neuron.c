@@ -2,6 +2,9 @@
 //   bias_neuron_forward:          pre += bias (per column); y = neuron(pre)      (rows [start, stop))
 //   neuron_backward_column_sum:   dpre = neuron'(pre) dy; bias_grad = column sums of dpre
 //                                 (columns [start, stop), so each thread owns its bias entries)
+// Exponential's parameter is its input cap, and its offset a shift added to the output (an sd
+// floor: y = exp(min(pre, cap)) + offset); its slope is exp(pre) recomputed from pre (y - offset
+// would lose the digits of a small exp), so its backward does not read y.
 // kernels/bias.cu's arithmetic, with NumPy's order of operations so the two paths agree to
 // float32 rounding. Codes match mochapy.neurons (and kernels/neuron_math.cuh): 0 Identity,
 // 1 ReLU(epsilon), 2 Exponential(cap), 3 Sigmoid, 4 Tanh. NaN inputs stay NaN. One loop per
@@ -52,9 +55,10 @@ static inline double exp_double(double x) { return exp(x); }
     }
 
 #define DEFINE_BIAS_NEURON_FORWARD(T, SUFFIX, EXP, TANH)                                        \
-    void bias_neuron_forward_##SUFFIX(int code, double parameter, T* pre, const T* restrict bias, \
-                                      T* y, int64_t start, int64_t stop, int64_t cols) {         \
-        const T p = (T)parameter;                                                               \
+    void bias_neuron_forward_##SUFFIX(int code, double parameter, double offset, T* pre,         \
+                                      const T* restrict bias, T* y, int64_t start, int64_t stop, \
+                                      int64_t cols) {                                           \
+        const T p = (T)parameter, o = (T)offset;                                                \
         for (int64_t row = start; row < stop; ++row) {                                          \
             const int64_t row_first = row * cols, first = row_first, last = row_first + cols;   \
             switch (code) {                                                                     \
@@ -62,7 +66,7 @@ static inline double exp_double(double x) { return exp(x); }
                     FORWARD_LOOP(T, v < p ? p : v)                                              \
                     break;                                                                      \
                 case kExponential:                                                              \
-                    FORWARD_LOOP(T, EXP(v > p ? p : v))                                         \
+                    FORWARD_LOOP(T, EXP(v > p ? p : v) + o)                                     \
                     break;                                                                      \
                 case kSigmoid:                                                                  \
                     FORWARD_LOOP(T, (TANH(v * (T)0.5) + (T)1) * (T)0.5)                         \
@@ -99,7 +103,7 @@ static inline double exp_double(double x) { return exp(x); }
         }                                                                          \
     }
 
-#define DEFINE_NEURON_BACKWARD_COLUMN_SUM(T, SUFFIX)                                             \
+#define DEFINE_NEURON_BACKWARD_COLUMN_SUM(T, SUFFIX, EXP)                                        \
     void neuron_backward_column_sum_##SUFFIX(int code, double parameter, const T* pre,           \
                                              const T* y, const T* dy, T* dpre,                   \
                                              T* restrict bias_grad, int64_t rows, int64_t cols,  \
@@ -113,7 +117,7 @@ static inline double exp_double(double x) { return exp(x); }
                     BACKWARD_LOOP(T, d * (T)(x > p))                                             \
                     break;                                                                       \
                 case kExponential:                                                               \
-                    BACKWARD_LOOP(T, x > p ? (T)0 : d * out)                                     \
+                    BACKWARD_LOOP(T, x > p ? (T)0 : d * EXP(x))                                  \
                     break;                                                                       \
                 case kSigmoid:                                                                   \
                     BACKWARD_LOOP(T, d * (out * ((T)1 - out)))                                   \
@@ -129,5 +133,5 @@ static inline double exp_double(double x) { return exp(x); }
 
 DEFINE_BIAS_NEURON_FORWARD(float, float, exp_float, tanhf)
 DEFINE_BIAS_NEURON_FORWARD(double, double, exp_double, tanh)
-DEFINE_NEURON_BACKWARD_COLUMN_SUM(float, float)
-DEFINE_NEURON_BACKWARD_COLUMN_SUM(double, double)
+DEFINE_NEURON_BACKWARD_COLUMN_SUM(float, float, exp_float)
+DEFINE_NEURON_BACKWARD_COLUMN_SUM(double, double, exp_double)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from mochapy.backends.interface import SolverStep, adam_step_lr
-from mochapy.backends.numpy_kernels import LOG_2PI, Scratch
+from mochapy.backends.numpy_kernels import Scratch
 from mochapy.backends.plan import SOLVER_METHODS, kernel_dir
 
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-std=c99", "-fPIC",
@@ -43,8 +43,8 @@ PARTS_PER_THREAD = 4  # work is cut finer than the threads, for whichever thread
 _POINTER = ctypes.c_void_p
 _I64 = ctypes.c_int64
 _SIGNATURES = {
-    "bias_neuron_forward": (ctypes.c_int, ctypes.c_double, _POINTER, _POINTER, _POINTER, _I64,
-                            _I64, _I64),
+    "bias_neuron_forward": (ctypes.c_int, ctypes.c_double, ctypes.c_double, _POINTER, _POINTER,
+                            _POINTER, _I64, _I64, _I64),
     "neuron_backward_column_sum": (ctypes.c_int, ctypes.c_double, _POINTER, _POINTER, _POINTER,
                                    _POINTER, _POINTER, _I64, _I64, _I64, _I64),
     "solver_update": (ctypes.c_int, _POINTER, _POINTER, _POINTER, _POINTER, _I64, _I64, _POINTER,
@@ -207,7 +207,8 @@ class CPUKernels:
         _check_contiguous(pre, bias, y)
         rows, cols = pre.shape
         function = self._functions["bias_neuron_forward", pre.dtype]
-        head = (neuron.code, neuron.parameter, pre.ctypes.data, bias.ctypes.data, y.ctypes.data)
+        head = (neuron.code, neuron.parameter, neuron.offset, pre.ctypes.data, bias.ctypes.data,
+                y.ctypes.data)
 
         def call(start: int, stop: int) -> None:
             function(*head, start, stop, cols)
@@ -256,9 +257,8 @@ class CPUKernels:
         dsigma: np.ndarray | None, ivar: np.ndarray | None = None, mask: np.ndarray | None = None,
         noise_variance: bool = False,
     ) -> None:
-        """interface.Kernels.gaussian_recon_loss: one pass, the pixels split over the threads.
-        Without ivar and mask the loop sums the squared z-scores only and NumPy sums log sigma
-        (its vectorised log is faster than a C loop's)."""
+        """interface.Kernels.gaussian_recon_loss: one pass, the pixels split over the threads,
+        each fixed block of pixels summed on its own (kernels/cpu/gaussian_recon_loss.c)."""
         _check_contiguous(mu, sigma, x, ivar, mask, dmu, dsigma)
         if noise_variance and ivar is None:
             raise ValueError("noise_variance needs ivar")
@@ -281,11 +281,7 @@ class CPUKernels:
             function(*head, start, stop, *tail)
 
         self._in_parallel(call, mu.size)
-        total = float(block_sums.sum())
-        if not masked:
-            log_sigma = np.log(sigma, out=self.scratch.like("log_sigma", sigma))
-            total += mu.size * LOG_2PI + 2 * float(log_sigma.sum())
-        loss[0] = 0.5 * scale * total
+        loss[0] = 0.5 * scale * float(block_sums.sum())
 
 
 def loss_blocks(size: int) -> int:

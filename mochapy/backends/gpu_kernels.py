@@ -164,10 +164,10 @@ class KernelLibrary:
         )
 
     # -- neurons and InnerProduct ------------------------------------------------------------------
-    def neuron_forward(self, code: int, parameter: float, x: Any, y: Any) -> None:
+    def neuron_forward(self, code: int, parameter: float, offset: float, x: Any, y: Any) -> None:
         self._elementwise(
             "neurons.cu", "neuron_forward<{T}>", x.size,
-            (np.int32(code), self.scalar(parameter), x, y, np.int64(x.size)),
+            (np.int32(code), self.scalar(parameter), self.scalar(offset), x, y, np.int64(x.size)),
         )
 
     def neuron_backward(
@@ -183,8 +183,8 @@ class KernelLibrary:
         rows, cols = pre.shape
         self._elementwise(
             "bias.cu", "bias_neuron_forward<{T}>", pre.size,
-            (np.int32(neuron.code), self.scalar(neuron.parameter), pre, bias, y,
-             np.int32(rows), np.int32(cols)),
+            (np.int32(neuron.code), self.scalar(neuron.parameter), self.scalar(neuron.offset), pre,
+             bias, y, np.int32(rows), np.int32(cols)),
         )
 
     def neuron_backward_column_sum(

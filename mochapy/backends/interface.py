@@ -50,12 +50,14 @@ class Kernels(Protocol):
     """The ops every backend's kernel library provides, with one contract each."""
 
     def bias_neuron_forward(self, neuron: Any, pre: Any, bias: Any, y: Any) -> None:
-        """pre += bias (bias per column of the (N, out) matrix pre); y = neuron(pre). y may be
-        pre (an Identity neuron on the CPU works in place)."""
+        """pre += bias (bias per column of the (N, out) matrix pre); y = neuron(pre), which for
+        an Exponential is exp(min(pre, cap)) + shift (neuron.parameter the cap, neuron.offset the
+        shift). y may be pre (an Identity neuron on the CPU works in place)."""
 
     def neuron_backward_column_sum(self, neuron: Any, pre: Any, y: Any, dy: Any, dpre: Any,
                                    bias_grad: Any) -> None:
-        """dpre = neuron'(pre) dy; bias_grad = the column sums of dpre. dpre may be dy."""
+        """dpre = neuron'(pre) dy; bias_grad = the column sums of dpre. dpre may be dy. An
+        Exponential's slope is exp(pre) below the cap (recomputed, not y - shift), 0 above."""
 
     def gaussian_recon_loss(self, mu: Any, sigma: Any, x: Any, scale: float, beta: float,
                             mean_inv_var: float, loss: Any, dmu: Any | None, dsigma: Any | None,
@@ -90,7 +92,8 @@ class Kernels(Protocol):
 class DeviceKernels(Kernels, Protocol):
     """The GPU library's further ops, called by the layers' `_gpu` paths only."""
 
-    def neuron_forward(self, code: int, parameter: float, x: Any, y: Any) -> None: ...
+    def neuron_forward(self, code: int, parameter: float, offset: float, x: Any,
+                       y: Any) -> None: ...
 
     def neuron_backward(self, code: int, parameter: float, x: Any, y: Any, dy: Any,
                         dx: Any) -> None: ...

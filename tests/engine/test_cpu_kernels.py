@@ -116,6 +116,38 @@ def test_compiled_gaussian_recon_loss_matches_the_formula(beta, mean_inv_var, li
     np.testing.assert_array_equal(only_sigma, dsigma)
 
 
+def test_the_log_sd_sum_without_a_log_per_pixel_is_exact_to_float32(library) -> None:
+    """The loop sums log sigma from exponents and mantissa products: over sds from 1e-30 to
+    1e30 it matches float64 logs closer than float32's rounding of the inputs would show."""
+    kernels = cpu_kernels.CPUKernels(library, threads=1)
+    n = 2 * cpu_kernels.LOSS_BLOCK + 700  # whole and ragged chunks and blocks
+    rng = np.random.default_rng(8)
+    sigma = np.exp(rng.uniform(-69, 69, n)).astype(np.float32)
+    mu, x = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    loss = np.empty(1, np.float32)
+    kernels.gaussian_recon_loss(mu, sigma, x, 1.0, 0.0, 0.0, loss, None, None)
+    expected = 0.5 * np.sum(np.log(2 * np.pi) + 2 * np.log(sigma.astype(np.float64)))
+    assert loss[0] == pytest.approx(expected, rel=1e-6, abs=1e-6 * n)
+
+
+@pytest.mark.parametrize("unusual", [0.0, 1e-40, -1.0, np.inf, np.nan])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_an_sd_that_is_not_a_positive_normal_number_gives_numpys_loss(unusual, dtype,
+                                                                      library) -> None:
+    """0, a subnormal, a negative, inf and NaN among the sds: the loss is NumPy's (-inf, a
+    finite number, NaN, ...), as when each pixel's log is taken."""
+    kernels = cpu_kernels.CPUKernels(library, threads=1)
+    mu, sigma, x = (a.reshape(3, 1000) for a in random_recon_inputs(3000, dtype))
+    sigma[1, 234] = unusual
+    losses = []
+    for backend in (kernels, CPUBackend(dtype, compiled=False).kernels):
+        loss = np.empty(1, dtype)
+        with np.errstate(all="ignore"):
+            backend.gaussian_recon_loss(mu, sigma, x, 0.5, 0.0, 0.0, loss, None, None)
+        losses.append(loss[0])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+
+
 def test_results_do_not_depend_on_the_number_of_threads(library) -> None:
     """Elementwise updates split anywhere; loss sums go per fixed block, then in order."""
     one, three = (cpu_kernels.CPUKernels(library, threads=t) for t in (1, 3))
@@ -145,8 +177,8 @@ def test_threads_split_big_arrays_on_aligned_boundaries(library) -> None:
     assert all(start % 16 == 0 for start, _ in columns) and columns[-1][1] == 4761
 
 
-NEURONS = [Identity(), ReLU(), ReLU(epsilon=0.05), Exponential(), Exponential(cap=0.0), Sigmoid(),
-           Tanh()]
+NEURONS = [Identity(), ReLU(), ReLU(epsilon=0.05), Exponential(), Exponential(cap=0.0),
+           Exponential(cap=0.0, shift=0.001), Sigmoid(), Tanh()]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

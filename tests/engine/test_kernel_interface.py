@@ -206,16 +206,19 @@ def test_gaussian_recon_loss_follows_the_contract(make_backend, case: str,
 
 
 # -- InnerProduct's bias and neuron ----------------------------------------------------------------
-@pytest.mark.parametrize("neuron", [Identity(), ReLU(0.05), Exponential()], ids=repr)
+@pytest.mark.parametrize("neuron", [Identity(), ReLU(0.05), Exponential(),
+                                    Exponential(cap=0.5, shift=0.001)], ids=repr)
 def test_bias_and_neuron_ops_follow_the_contract(make_backend, neuron: Any) -> None:
     rng = np.random.default_rng(2)
     pre, dy = rng.normal(size=(5, 33)), rng.normal(size=(5, 33))
     bias = rng.normal(size=33)
     shifted = pre + bias
+    capped = np.exp(np.minimum(shifted, getattr(neuron, "cap", 0.0)))
     y_ref = {"Identity": shifted, "ReLU": np.maximum(shifted, 0.05),
-             "Exponential": np.exp(shifted)}[type(neuron).__name__]
+             "Exponential": capped + neuron.offset}[type(neuron).__name__]
     slope = {"Identity": 1.0, "ReLU": (shifted > 0.05) * 1.0,
-             "Exponential": y_ref}[type(neuron).__name__]
+             "Exponential": capped * (shifted <= getattr(neuron, "cap", 0.0))}[
+        type(neuron).__name__]
     backend = make_backend("float64")
     pre_d, bias_d = backend.from_host(pre), backend.from_host(bias)
     y, dpre, bias_grad = (backend.from_host(np.full(s, np.nan)) for s in (pre.shape, pre.shape, 33))

@@ -37,6 +37,14 @@ def test_a_sink_takes_no_tops(type_name: str) -> None:
         make_config(type_name, name="s", bottoms=bottoms, tops=["extra"], **extra)
 
 
+@pytest.mark.parametrize("config_class", [c for c in LAYER_TYPES.values()
+                                          if "neuron" in {f.name for f in dataclasses.fields(c)}],
+                         ids=lambda c: c.type_name)
+def test_a_layer_with_a_neuron_has_one_top(config_class: type[LayerConfig]) -> None:
+    """graph.fold_shifts moves a shift into a layer's neuron: the neuron must make its one top."""
+    assert config_class.n_tops == 1 and not config_class.is_sink
+
+
 def test_the_sinks_are_what_the_net_closes_and_discards(tmp_path: Path) -> None:
     net = small_net(tmp_path)
     assert [layer.config.name for layer in net.sinks] == ["loss", "save", "keep"]

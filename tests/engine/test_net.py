@@ -10,8 +10,9 @@ import pytest
 
 from mochapy.backends import CPUBackend
 from mochapy.errors import ConfigError, TopologyError
-from mochapy.graph import topological_order
+from mochapy.graph import fold_shifts, topological_order
 from mochapy.net import Net
+from mochapy.neurons import Exponential
 from tests.helpers import (
     all_indices,
     assert_gradient_close,
@@ -203,6 +204,59 @@ def test_parameters_are_seeded_by_key() -> None:
     for key in first:
         np.testing.assert_array_equal(first[key], again[key])
     assert not np.array_equal(first["hidden.weight"], other["hidden.weight"])
+
+
+# -- shift layers folded into the neuron before them -----------------------------------------------
+SD_HEAD = [SOURCE,
+           layer("InnerProduct", "mean", ["x"], ["m"], output_dim=2),
+           layer("InnerProduct", "sd", ["x"], ["e"], output_dim=2, neuron="Exponential"),
+           layer("Power", "floor", ["e"], ["s"], shift=0.001),
+           layer("GaussianReconLoss", "recon", ["m", "s", "y"])]
+
+
+def loss_and_gradients(entries: list[dict], **kwargs) -> tuple[Net, float, dict[str, np.ndarray]]:
+    net = build_net(entries, DATA, dtype="float32", seed=3, **kwargs)
+    net.params.params["sd.weight"].data[...] = np.linspace(-3, 3, 6).reshape(3, 2)
+    net.forward()
+    net.backward()
+    return net, net.loss(), {k: p.grad.copy() for k, p in net.params.params.items()}
+
+
+@pytest.mark.usefixtures("cpu_loops")
+def test_a_power_that_shifts_an_exponential_is_folded_into_it_with_the_same_numbers() -> None:
+    """The floor becomes the neuron's shift and its pass disappears; losses and gradients are
+    bit for bit those of the two layers, which run where another layer reads the blob between."""
+    net, loss, grads = loss_and_gradients(SD_HEAD)
+    assert [lay.config.name for lay in net.layers] == ["data", "mean", "sd", "recon"]
+    assert net.layer("sd").config.neuron == Exponential(shift=0.001)
+    assert "e" not in net.blobs and net.layer("sd").tops[0].name == "s"
+    kept = [*SD_HEAD, layer("MemoryOutput", "keep", ["e"])]
+    unfolded, unfolded_loss, unfolded_grads = loss_and_gradients(kept)
+    assert "floor" in [lay.config.name for lay in unfolded.layers]
+    assert loss == unfolded_loss
+    np.testing.assert_array_equal(net.fetch("s"), unfolded.fetch("s"))
+    for key, grad in grads.items():
+        np.testing.assert_array_equal(grad, unfolded_grads[key], err_msg=key)
+
+
+@pytest.mark.parametrize(
+    ("change", "folded"),
+    [({}, True), ({"scale": 2.0}, False), ({"power": 2.0}, False),
+     ({"neuron": "ReLU"}, False), ({"neuron": {"type": "Exponential", "shift": 0.5}}, False)],
+    ids=["shift", "scale", "power", "not-exponential", "already-shifted"],
+)
+def test_only_a_pure_shift_of_an_unshifted_exponential_is_folded(change, folded) -> None:
+    entries = copy.deepcopy(SD_HEAD)
+    entries[2 if "neuron" in change else 3].update(change)
+    names = [cfg.name for cfg in fold_shifts(configs(entries))]
+    assert ("floor" not in names) == folded
+
+
+def test_a_shift_is_not_folded_where_the_blob_before_it_is_asked_for() -> None:
+    assert "floor" in [cfg.name for cfg in fold_shifts(configs(SD_HEAD), keep=["e"])]
+    net = build_net(SD_HEAD, DATA, phase="test", outputs=["e", "s"])
+    net.forward()
+    np.testing.assert_allclose(net.fetch("s"), net.fetch("e") + 0.001, rtol=1e-15)
 
 
 # -- inputs, outputs, describe, non-finite ------------------------------------------------------

@@ -35,10 +35,11 @@ CASES = [
     (ReLU(), lambda v: v if v > 0 else 0.0),
     (ReLU(epsilon=0.1), lambda v: max(v, 0.1)),
     (Exponential(), exp_capped),
+    (Exponential(shift=0.001), lambda v: exp_capped(v) + 0.001),
     (Sigmoid(), lambda v: float(expit(v))),
     (Tanh(), math.tanh),
 ]
-IDS = ["Identity", "ReLU", "ReLU-eps", "Exponential", "Sigmoid", "Tanh"]
+IDS = ["Identity", "ReLU", "ReLU-eps", "Exponential", "Exponential-shift", "Sigmoid", "Tanh"]
 
 
 def inputs_for(neuron: Neuron, rng: np.random.Generator) -> np.ndarray:
@@ -89,7 +90,17 @@ def test_exponential_is_flat_above_the_overflow_guard() -> None:
     np.testing.assert_array_equal(dx, 0.0)
 
 
-@pytest.mark.parametrize("neuron", [Exponential(), Sigmoid(), Tanh()], ids=str)
+def test_a_shifted_exponentials_gradient_keeps_the_digits_of_a_small_exp() -> None:
+    """The slope is exp(x) itself, not y - shift: in float32, 0.001 + 1e-9 - 0.001 is 0."""
+    x = np.array([-21.0, -5.0, 0.0], dtype=np.float32)
+    y, dx = np.empty_like(x), np.empty_like(x)
+    Exponential(shift=0.001).forward(CPU32, x, y)
+    Exponential(shift=0.001).backward(CPU32, x, y, np.ones_like(x), dx)
+    np.testing.assert_allclose(dx, np.exp(x.astype(np.float64)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("neuron", [Exponential(), Exponential(shift=0.001), Sigmoid(), Tanh()],
+                         ids=str)
 def test_float32_extremes_stay_finite_without_warnings(neuron: Neuron) -> None:
     x = np.array([-1e4, -100.0, 0.0, 88.0, 89.0, 100.0, 1e4], dtype=np.float32)
     y, dx = np.empty_like(x), np.empty_like(x)
@@ -136,7 +147,8 @@ def test_relu_gradient_uses_the_input_not_the_output() -> None:
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [(None, Identity()), ("Tanh", Tanh()), ({"type": "ReLU", "epsilon": 0.01}, ReLU(0.01)),
-     ({"type": "ReLU", "epsilon": "1e-3"}, ReLU(1e-3))],
+     ({"type": "ReLU", "epsilon": "1e-3"}, ReLU(1e-3)),
+     ({"type": "Exponential", "cap": 0, "shift": 0.001}, Exponential(cap=0.0, shift=0.001))],
 )
 def test_make_neuron_parses_yaml_forms(spec, expected) -> None:
     assert make_neuron(spec, "layer 'x'") == expected
@@ -146,7 +158,7 @@ def test_make_neuron_parses_yaml_forms(spec, expected) -> None:
     ("spec", "message"),
     [("Softplus", "unknown neuron 'Softplus'"), ({"type": "Tanh", "epsilon": 1}, "no field"),
      ({"epsilon": 1}, "mapping with 'type'"), ({"type": "ReLU", "epsilon": "big"}, "bad neuron"),
-     (3, "mapping with 'type'")],
+     (3, "mapping with 'type'"), ({"type": "Exponential", "shift": "inf"}, "finite")],
 )
 def test_make_neuron_rejects_bad_specs(spec, message) -> None:
     with pytest.raises(ConfigError, match=message) as info:

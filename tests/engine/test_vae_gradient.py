@@ -11,7 +11,12 @@ import pytest
 from scipy.stats import norm
 
 from mochapy.net import Net
-from tests.helpers import assert_gradient_close, central_difference, sample_indices
+from tests.helpers import (
+    assert_gradient_close,
+    central_difference,
+    sample_indices,
+    vae_layer_entries,
+)
 
 pytestmark = pytest.mark.usefixtures("cpu_loops")  # compiled CPU loops and NumPy paths
 
@@ -35,19 +40,21 @@ def numpy_negative_elbo(net: Net, images: np.ndarray, eps: np.ndarray) -> float:
     def dense(name: str, h: np.ndarray) -> np.ndarray:
         return h @ p[f"{name}.weight"] + p[f"{name}.bias"]
 
-    floors = {  # the example's sd floors, e.g. sigma = 0.001 + exp(.), by the blob they make
-        layer.config.tops[0]: layer.config
-        for layer in net.layers if layer.config.type_name == "Power"
-    }
+    # The example's sd floors, e.g. sigma = 0.001 + exp(.), by the blob they shift, from the YAML
+    # (the net folds them into the Exponential neurons).
+    entries = {entry["name"]: entry for entry in vae_layer_entries()}
+    floors = {entry["bottoms"][0]: entry for entry in entries.values() if entry["type"] == "Power"}
 
     caps = {layer.config.name: layer.config.neuron.cap for layer in net.layers
             if getattr(layer.config, "neuron", None) is not None
             and hasattr(layer.config.neuron, "cap")}
 
     def sd(name: str, pre: np.ndarray) -> np.ndarray:
-        cfg = floors.get(name)
+        floor = floors.get(entries[name]["tops"][0])
         value = np.exp(np.minimum(pre, caps[name]))  # the Exponential neuron's cap
-        return value if cfg is None else (cfg.scale * value + cfg.shift) ** cfg.power
+        if floor is None:
+            return value
+        return (floor.get("scale", 1) * value + floor.get("shift", 0)) ** floor.get("power", 1)
 
     x = images.reshape(len(images), -1)
     h = np.maximum(dense("enc2", np.maximum(dense("enc1", x), 0)), 0)

@@ -126,7 +126,8 @@ def host(gpu: Any, array: Any) -> np.ndarray:
 
 
 # -- neurons and the InnerProduct kernels ----------------------------------------------------------
-NEURONS = [Identity(), ReLU(0.0), ReLU(0.05), Exponential(), Sigmoid(), Tanh()]
+NEURONS = [Identity(), ReLU(0.0), ReLU(0.05), Exponential(), Exponential(shift=0.001), Sigmoid(),
+           Tanh()]
 
 
 def neuron_input(rng: np.random.Generator, dtype: str, shape: tuple[int, int]) -> np.ndarray:
@@ -146,7 +147,7 @@ def test_neuron_forward_and_backward_match_numpy(gpu: Any, rng: np.random.Genera
     neuron._forward_cpu(x, y_ref)
     neuron._backward_cpu(x, y_ref, dy, dx_ref)
     y, dx = poisoned(gpu, x.shape), poisoned(gpu, x.shape)
-    gpu.kernels.neuron_forward(neuron.code, neuron.parameter, device(gpu, x), y)
+    gpu.kernels.neuron_forward(neuron.code, neuron.parameter, neuron.offset, device(gpu, x), y)
     gpu.kernels.neuron_backward(neuron.code, neuron.parameter, device(gpu, x), y,
                                 device(gpu, dy), dx)
     np.testing.assert_allclose(host(gpu, y), y_ref, **tolerance(dtype))
@@ -160,7 +161,7 @@ def test_neurons_keep_nan_visible(gpu: Any):
     for neuron in NEURONS:
         y = poisoned(gpu, (1, 2))
         y[0, 0] = 0
-        gpu.kernels.neuron_forward(neuron.code, neuron.parameter, x, y)
+        gpu.kernels.neuron_forward(neuron.code, neuron.parameter, neuron.offset, x, y)
         assert np.isnan(host(gpu, y)[0, 0]), neuron
 
 

@@ -383,7 +383,7 @@ def test_every_launch_passes_what_the_kernel_signature_takes(dtype: str):
 
     x, loss = a(100, 37), a(1)
     kernels = library
-    kernels.neuron_forward(1, 0.0, x, x)
+    kernels.neuron_forward(1, 0.0, 0.0, x, x)
     kernels.neuron_backward(1, 0.0, x, x, x, x)
     kernels.bias_neuron_forward(ReLU(0.05), x, a(37), x)
     kernels.neuron_backward_column_sum(ReLU(), x, x, x, x, a(37))
