@@ -3,6 +3,7 @@ drop, halve or double one factor.
 
     python experiments/sensitivity.py [--plan experiments/sensitivity.yaml]
         [--work runs/sensitivity] [--out results/sensitivity] [--only NAME ...] [--force]
+        [--refresh-noise]
 
 For every variant of the plan (experiments/sensitivity.yaml): its population is the plan's base
 population with the variant's changes (galaxy_model.populations.vary); its train, valid and
@@ -20,6 +21,11 @@ are rebuilt from every recorded row of the plan: they are a view of the rows, no
 say how many of the plan's variants are still to run. Per variant and factor they hold the MSE
 and likelihood wins against the Gaussian fit and each model's excess MSE over the noise: the
 median over images of (MSE - the image's own noise variance, the mean of 1/ivar over its pixels).
+A row keeps every held-out image's MSE (both models) and noise variance with the noise model
+(the generator's ivar version) that gave it. Excess columns are shown only for rows whose noise
+model is the generator's current one: --refresh-noise recomputes the noise variances of such
+rows from their regenerated held-out images (the pixels do not depend on the noise model), with
+no training. Rows recorded before per-image MSEs were kept show no excess until trained again.
 Variants run in the order --only names them (plan order without it); the table keeps plan order.
 """
 
@@ -34,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import yaml
 
+from galaxy_model import synth
 from galaxy_model.dataset import GalaxyDataset, read_dataset, write_dataset
 from galaxy_model.evaluation import evaluate
 from galaxy_model.model import GalaxyVAE
@@ -106,18 +113,24 @@ def load_plan(path: str) -> Plan:
     return Plan(path, recipe, data, raw["stages"] or {}, variants)
 
 
-def variant_data(plan: Plan, variant: Variant, folder: str) -> dict[str, str]:
+def variant_data(plan: Plan, variant: Variant, folder: str,
+                 splits: tuple[str, ...] = SPLITS) -> dict[str, str]:
     """The variant's split files (absolute paths: the net file names them from its own folder),
-    synthesised once; a file of another population is refused."""
+    synthesised once; a file of another population or noise model is refused."""
     folder = os.path.abspath(folder)
     os.makedirs(folder, exist_ok=True)
     paths = {}
-    for split, (n, seed) in plan.data.items():
+    for split in splits:
+        n, seed = plan.data[split]
         path = paths[split] = os.path.join(folder, f"{split}-n{n}-seed{seed}.h5")
         if os.path.exists(path):
-            made_by = read_dataset(path, limit=1).attrs.get("population")
-            if made_by != json.dumps(variant.population.describe(), sort_keys=True):
+            attrs = read_dataset(path, limit=1).attrs
+            if attrs.get("population") != json.dumps(variant.population.describe(),
+                                                      sort_keys=True):
                 raise MochaError(f"{path} holds another population's images; move it away")
+            if noise_model(attrs) != current_noise_model():
+                raise MochaError(f"{path} was made under noise model {noise_model(attrs)}, not "
+                                 f"{current_noise_model()}; move it away")
             continue
         write_dataset(path, synthesize(n, seed=seed, population=variant.population))
     return paths
@@ -145,11 +158,32 @@ def variant_net(plan: Plan, variant: Variant, paths: dict[str, str], path: str) 
     return path
 
 
-def excess_over_noise(mse: np.ndarray, dataset: GalaxyDataset) -> float:
-    """Median over images of MSE minus the image's own noise variance (mean 1/ivar)."""
+def current_noise_model() -> str:
+    """The generator's noise model (its ivar version); "ivar-v1" before it was versioned."""
+    return getattr(synth, "IVAR_VERSION", "ivar-v1")
+
+
+def noise_model(attrs: dict) -> str:
+    return str(attrs.get("ivar_version", "ivar-v1"))
+
+
+def noise_variance(dataset: GalaxyDataset) -> np.ndarray:
+    """Each image's own noise variance: the mean of 1/ivar over its unmasked pixels."""
     ivar = dataset.ivar.reshape(len(dataset), -1)
-    noise = np.array([np.mean(1 / row[row > 0]) for row in ivar])
-    return float(np.median(mse - noise))
+    return np.array([np.mean(1 / row[row > 0]) for row in ivar])
+
+
+def per_image(values: np.ndarray) -> list[float]:
+    """Five significant digits: enough for medians of differences, a few kB per row."""
+    return [float(f"{value:.5g}") for value in values]
+
+
+def excess_over_noise(row: dict, key: str) -> float | None:
+    """Median over images of MSE minus the image's own noise variance; None when the row has
+    no per-image MSEs or its noise variances come from another noise model."""
+    if key not in row or row.get("noise_model") != current_noise_model():
+        return None
+    return float(np.median(np.asarray(row[key]) - np.asarray(row["noise_variance_per_image"])))
 
 
 def settings(plan: Plan, variant: Variant) -> dict:
@@ -199,9 +233,19 @@ def run_variant(plan: Plan, variant: Variant, work: str, progress: bool) -> dict
         "likelihood_win_fraction": result.summary["likelihood_win_fraction"],
         "median_mse_model": result.summary["median_mse_model"],
         "median_mse_baseline": result.summary["median_mse_baseline"],
-        "excess_mse_model": excess_over_noise(result.mse_model, heldout),
-        "excess_mse_baseline": excess_over_noise(result.mse_baseline, heldout),
+        "noise_model": noise_model(heldout.attrs),
+        "mse_model_per_image": per_image(result.mse_model),
+        "mse_baseline_per_image": per_image(result.mse_baseline),
+        "noise_variance_per_image": per_image(noise_variance(heldout)),
     }
+
+
+def refresh_noise(plan: Plan, variant: Variant, row: dict, work: str) -> dict:
+    """The row with its noise variances recomputed under the current noise model."""
+    paths = variant_data(plan, variant, os.path.join(work, variant.name), ("heldout",))
+    heldout = read_dataset(paths["heldout"])
+    return {**row, "noise_model": noise_model(heldout.attrs),
+            "noise_variance_per_image": per_image(noise_variance(heldout))}
 
 
 def markdown(rows: list[dict], plan: Plan) -> str:
@@ -217,7 +261,8 @@ def markdown(rows: list[dict], plan: Plan) -> str:
         f"{budget} iterations on "
         f"{plan.data['train'][0]:,} images) and evaluated on its own "
         f"{plan.data['heldout'][0]:,} held-out images. Excess MSE: median over images of the MSE "
-        "minus the image's own noise variance.",
+        f"minus the image's own noise variance (noise model {current_noise_model()}); \u2014 where "
+        "a row was recorded before per-image MSEs were kept or under another noise model.",
         "",
         f"{len(rows)} of the plan's {len(plan.variants)} variants recorded"
         + (f"; still to run: {', '.join(missing)}." if missing else "."),
@@ -227,10 +272,12 @@ def markdown(rows: list[dict], plan: Plan) -> str:
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
+        excess = [excess_over_noise(row, key)
+                  for key in ("mse_baseline_per_image", "mse_model_per_image")]
         lines.append(
             f"| {row['factor']} | {row['variant']} | {row['iterations']:,} | "
             f"{100 * row['mse_win_fraction']:.1f}% | {100 * row['likelihood_win_fraction']:.1f}% | "
-            f"{row['excess_mse_baseline']:.3g} | {row['excess_mse_model']:.3g} |")
+            + " | ".join("\u2014" if value is None else f"{value:.3g}" for value in excess) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -249,9 +296,11 @@ def plot(rows: list[dict], path: str) -> None:
     wins.axhline(97.1, color="grey", linestyle=":", linewidth=1, label="poster (97.1 / 97.2%)")
     wins.set_ylabel("wins vs Gaussian (%)")
     wins.legend(fontsize=7)
-    for offset, key, label in ((-0.2, "excess_mse_baseline", "Gaussian"),
-                               (0.2, "excess_mse_model", "VAE")):
-        excess.bar(positions + offset, [row[key] for row in rows], width=0.4, label=label)
+    for offset, key, label in ((-0.2, "mse_baseline_per_image", "Gaussian"),
+                               (0.2, "mse_model_per_image", "VAE")):
+        values = [excess_over_noise(row, key) for row in rows]
+        excess.bar(positions + offset, [np.nan if v is None else v for v in values], width=0.4,
+                   label=label)
     excess.set_ylabel("excess MSE over the noise")
     excess.legend(fontsize=7)
     for axes in (wins, excess):
@@ -292,6 +341,9 @@ def main() -> None:
     parser.add_argument("--force", action="store_true",
                         help="record the chosen variants again, replacing their rows "
                         "(a finished run of theirs in --work is reused)")
+    parser.add_argument("--refresh-noise", action="store_true",
+                        help="recompute the noise variances of rows made under an older noise "
+                        "model (no training)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args()
     try:
@@ -307,6 +359,15 @@ def main() -> None:
             if row is not None:
                 rows[variant.name] = row
         table = None
+        if args.refresh_noise:
+            for variant in chosen:
+                row = rows.get(variant.name)
+                if row and "mse_model_per_image" in row and (
+                        row.get("noise_model") != current_noise_model()):
+                    rows[variant.name] = refresh_noise(plan, variant, row, args.work)
+                    write_json(os.path.join(args.out, "variants", f"{variant.name}.json"),
+                               rows[variant.name])
+            chosen = []
         for variant in chosen:
             if variant.name in rows:
                 continue

@@ -61,7 +61,9 @@ def test_a_tiny_study_trains_evaluates_and_tabulates_each_variant(tmp_path) -> N
     assert rows[1]["settings"]["population"]["neighbour_rate"] == 0
     for row in rows:
         assert 0 <= row["mse_win_fraction"] <= 1 and 0 <= row["likelihood_win_fraction"] <= 1
-        assert row["excess_mse_baseline"] > -1
+        assert len(row["mse_model_per_image"]) == len(row["noise_variance_per_image"]) == 12
+        assert row["noise_model"] == sensitivity.current_noise_model()
+        assert sensitivity.excess_over_noise(row, "mse_baseline_per_image") > -1
     assert "| neighbours | no-neighbours | 6 |" in (out / "sensitivity.md").read_text()
     assert (out / "sensitivity.png").stat().st_size > 0
     assert "2 of the plan's 2 variants recorded." in (out / "sensitivity.md").read_text()
@@ -75,6 +77,19 @@ def test_a_tiny_study_trains_evaluates_and_tabulates_each_variant(tmp_path) -> N
     assert again.returncode == 0, again.stderr
     assert not (tmp_path / "work").exists()
     assert json.loads((out / "sensitivity.json").read_text())["rows"] == rows
+    # a row made under an older noise model shows no excess until --refresh-noise recomputes
+    # its noise variances from regenerated held-out images, with no training
+    stale = {**rows[0], "noise_model": "ivar-v0",
+             "noise_variance_per_image": [1.0] * 12}
+    (out / "variants" / "gz-v1.json").write_text(json.dumps(stale))
+    again = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert "| none | gz-v1 | 6 | " in again.stdout and "\u2014 | \u2014 |" in again.stdout
+    again = subprocess.run(command + ["--refresh-noise"], capture_output=True, text=True,
+                           cwd=tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert not list((tmp_path / "work").glob("*/run"))  # nothing trained
+    assert json.loads((out / "sensitivity.json").read_text())["rows"] == rows
+    shutil.rmtree(tmp_path / "work")
     # a plan with another budget is refused in one line naming the row; nothing is replaced
     changed = yaml.safe_load(plan.read_text())
     changed["stages"]["mean"]["solver.max_iter"] = 5
