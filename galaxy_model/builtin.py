@@ -12,10 +12,10 @@
               ships (galaxy_model.hubble.build_real_split)
 
 Each split is built on first use into the cache directory ($GALAXY_MODEL_CACHE, else
-~/.cache/galaxy_model) under a name that carries the generator version, n and seed, and reused
-afterwards. Building holds an exclusive fcntl lock next to the file, so concurrent processes build
-it once, and the file appears atomically, so nobody reads it half-written. A cached file that no
-longer reads back is rebuilt with a warning. The
+~/.cache/galaxy_model) under a name that carries the generator version (population and ivar
+version), n and seed, and reused afterwards. Building holds an exclusive fcntl lock next to the
+file, so concurrent processes build it once, and the file appears atomically, so nobody reads it
+half-written. A cached file that no longer reads back is rebuilt with a warning. The
 synthetic splits' populations are galaxy_model.populations.SYNTH_V1 and GZ_V1 (docs/data.md).
 
 `resolve_source("builtin:train")` returns the file's path; it is the `builtin` entry point of
@@ -38,7 +38,7 @@ from pathlib import Path
 
 from galaxy_model.dataset import GalaxyDataset, read_dataset, write_dataset
 from galaxy_model.populations import GZ_V1, SYNTH_V1, Population
-from galaxy_model.synth import synthesize
+from galaxy_model.synth import generator_version, synthesize
 from mochapy.errors import DataError
 
 SCHEME = "builtin"
@@ -106,7 +106,8 @@ def _split_file_and_builder(name: str) -> tuple[Path, Callable[[], GalaxyDataset
         return cache_dir() / f"real-{REAL_VERSION}.h5", build_real
     split = SYNTHETIC_SPLITS[name]
     n = _size_overrides().get(name, split.n)
-    path = cache_dir() / f"{name}-{split.population.version}-n{n}-seed{split.seed}.h5"
+    version = generator_version(split.population)
+    path = cache_dir() / f"{name}-{version}-n{n}-seed{split.seed}.h5"
     return path, lambda: synthesize(n, seed=split.seed, progress=True,
                                     population=split.population)
 

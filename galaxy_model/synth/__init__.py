@@ -28,8 +28,10 @@ again seen through a wider field (zoom down to 0.5; neighbours and stars are dra
 four times the canvas' area for this); the ~1 % that still do not fit get the largest stamp the
 canvas holds.
 
-`ivar` propagates the noise model through the stretch (to first order), the resampling and the
-normalisation; saturated pixels get ivar 0 and mask 1. With bands=3 (stored i, r, g: red first, as
+`ivar` is the inverse variance of each pixel over the noise: exact through the stretch, the clips
+at black and white and the 8-bit rounding (IVAR_VERSION ivar-v2, recorded in the attributes and
+in `generator_version`), then through the resampling and the normalisation; saturated pixels get
+ivar 0 and mask 1. With bands=3 (stored i, r, g: red first, as
 the R, G, B planes of a JPEG) bulges, bars and ellipticals are red, discs bluer, arms and clumps
 bluest.
 
@@ -47,6 +49,8 @@ from galaxy_model.synth.field import FIELD_AREA_IN_CANVASES
 from galaxy_model.synth.generate import (
     CHUNK_SIZE,
     GENERATOR_VERSION,
+    draw_scenes,
+    generator_version,
     render_chunk,
     scene_parameters,
     synthesize,
@@ -58,11 +62,11 @@ from galaxy_model.synth.observation import (
     SKY_COUNTS,
     SOFTENING_IN_SKY_SIGMA,
 )
-from galaxy_model.synth.photograph import DISPLAY_LEVELS, DISPLAY_SKY
+from galaxy_model.synth.photograph import DISPLAY_LEVELS, DISPLAY_SKY, IVAR_VERSION
 
 __all__ = [
     "BAND_NAMES", "CANVAS", "CHUNK_SIZE", "DISPLAY_LEVELS", "DISPLAY_MAX_IN_PEAK", "DISPLAY_SKY",
-    "FIELD_AREA_IN_CANVASES", "GENERATOR_VERSION", "READ_NOISE", "SERSIC_TRUNCATION",
-    "SKY_COUNTS", "SOFTENING_IN_SKY_SIGMA", "TARGET_R50_PX", "render_chunk", "scene_parameters",
-    "sersic_b", "synthesize",
+    "FIELD_AREA_IN_CANVASES", "GENERATOR_VERSION", "IVAR_VERSION", "READ_NOISE",
+    "SERSIC_TRUNCATION", "SKY_COUNTS", "SOFTENING_IN_SKY_SIGMA", "TARGET_R50_PX", "draw_scenes",
+    "generator_version", "render_chunk", "scene_parameters", "sersic_b", "synthesize",
 ]

@@ -17,15 +17,23 @@ from galaxy_model import stamps
 from galaxy_model.dataset import GalaxyDataset
 from galaxy_model.populations import MORPHOLOGIES, SYNTH_V1, Population
 from galaxy_model.synth.canvas import BAND_NAMES, CANVAS, REFERENCE_BAND
-from galaxy_model.synth.field import draw_field
-from galaxy_model.synth.morphology import draw_central
-from galaxy_model.synth.observation import draw_observation
-from galaxy_model.synth.photograph import photograph, to_stamp
+from galaxy_model.synth.field import Field, draw_field
+from galaxy_model.synth.morphology import Central, draw_central
+from galaxy_model.synth.observation import Observation, draw_observation
+from galaxy_model.synth.photograph import IVAR_VERSION, photograph, to_stamp
 
-GENERATOR_VERSION = SYNTH_V1.version  # the default population's version
 CHUNK_SIZE = 250
 _MIN_ZOOM = 0.5
 _ZOOM_PASSES = 2
+
+
+def generator_version(population: Population) -> str:
+    """What made a data set: its population (the pixels) and the noise model of its ivar; the
+    built-in splits' cache files carry it, so data made with another ivar is not reused."""
+    return f"{population.version}+{IVAR_VERSION}"
+
+
+GENERATOR_VERSION = generator_version(SYNTH_V1)  # the default population's
 
 
 def _take(record, index: np.ndarray):
@@ -37,6 +45,19 @@ def _take(record, index: np.ndarray):
 
     return replace(record, **{item.name: subset(getattr(record, item.name))
                               for item in fields(record)})
+
+
+def draw_scenes(seed: int, chunk_index: int, bands: int = 1, population: Population = SYNTH_V1,
+                count: int = CHUNK_SIZE) -> tuple[Central, Field, Observation]:
+    """The first `count` scenes of chunk `chunk_index` of `seed` (all of its random numbers are
+    drawn whatever `count` is): what render_chunk renders, for rendering them again."""
+    sequence = np.random.SeedSequence(seed, spawn_key=(chunk_index,))
+    rng = np.random.Generator(np.random.PCG64(sequence))
+    central = draw_central(rng, CHUNK_SIZE, population)
+    field = draw_field(rng, CHUNK_SIZE, central.size, population)
+    observation = draw_observation(rng, CHUNK_SIZE, bands, central.size, population)
+    first = np.arange(count)
+    return tuple(_take(record, first) for record in (central, field, observation))
 
 
 def scene_parameters(n: int, seed: int = 0,
@@ -51,11 +72,7 @@ def scene_parameters(n: int, seed: int = 0,
     """
     parts: list[dict[str, np.ndarray]] = []
     for chunk_index in range(-(-n // CHUNK_SIZE)):
-        sequence = np.random.SeedSequence(seed, spawn_key=(chunk_index,))
-        rng = np.random.Generator(np.random.PCG64(sequence))
-        central = draw_central(rng, CHUNK_SIZE, population)
-        field = draw_field(rng, CHUNK_SIZE, central.size, population)
-        observation = draw_observation(rng, CHUNK_SIZE, 1, central.size, population)
+        central, field, observation = draw_scenes(seed, chunk_index, 1, population)
         kind_index = np.select([central.kind[name] for name in MORPHOLOGIES],
                                list(range(len(MORPHOLOGIES))))
         parts.append({
@@ -88,14 +105,8 @@ def render_chunk(seed: int, chunk_index: int, bands: int = 1, size: int = stamps
     """
     if bands not in (1, 3):
         raise ValueError(f"bands must be 1 or 3, got {bands}")
-    sequence = np.random.SeedSequence(seed, spawn_key=(chunk_index,))
-    rng = np.random.Generator(np.random.PCG64(sequence))
-    central = draw_central(rng, CHUNK_SIZE, population)
-    field = draw_field(rng, CHUNK_SIZE, central.size, population)
-    observation = draw_observation(rng, CHUNK_SIZE, bands, central.size, population)
     count = CHUNK_SIZE if count is None else count
-    first = np.arange(count)
-    central, field, observation = (_take(r, first) for r in (central, field, observation))
+    central, field, observation = draw_scenes(seed, chunk_index, bands, population, count)
 
     zoom = np.ones(count)
     display, variance, saturated = photograph(central, field, observation, zoom, bands)
@@ -170,7 +181,8 @@ def synthesize(n: int, seed: int = 0, bands: int = 1, size: int = stamps.STAMP_S
         provenance=[f"synth seed={seed} index={i}" for i in range(n)],
         attrs={
             "source": f"galaxy_model.synth {population.version} seed={seed}",
-            "generator_version": population.version,
+            "generator_version": generator_version(population),
+            "ivar_version": IVAR_VERSION,
             "population_version": population.version,
             "population": json.dumps(population.describe(), sort_keys=True),
             "seed": seed,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from galaxy_model import builtin, synth
-from galaxy_model.dataset import GalaxyDataset, read_dataset
+from galaxy_model.dataset import GalaxyDataset, read_dataset, write_dataset
 from mochapy import data_sources
 from mochapy.errors import DataError
 
@@ -40,12 +40,21 @@ def test_a_split_is_built_once_then_reused(cache, builds) -> None:
     path = Path(builtin.resolve_source("builtin:train"))
     assert path.parent == cache
     assert path.name == f"train-{synth.GENERATOR_VERSION}-n6-seed1.h5"
+    assert synth.GENERATOR_VERSION == "synth-v1+ivar-v2"
     stamp = os.stat(path).st_mtime_ns
     time.sleep(0.01)
     assert builtin.resolve_source("builtin:train") == str(path)
     assert os.stat(path).st_mtime_ns == stamp and builds == [(6, 1)]
     train = builtin.load("builtin:train")
     assert len(train) == 6 and train.provenance[0] == "synth seed=1 index=0"
+
+
+def test_a_cache_made_with_the_old_ivar_is_not_reused(cache, builds) -> None:
+    """Files named before ivar was versioned (population only) hold ivar-v1: a new file is built."""
+    cache.mkdir(parents=True)
+    write_dataset(cache / "train-synth-v1-n6-seed1.h5", synth.synthesize(6, seed=1))
+    train = builtin.load("builtin:train")
+    assert builds == [(6, 1)] and train.attrs["ivar_version"] == synth.IVAR_VERSION
 
 
 def test_heldout_shares_no_image_with_train(cache, builds) -> None:
