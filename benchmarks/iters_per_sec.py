@@ -82,6 +82,7 @@ class System:
     peak_memory: Callable[[], int | None] = lambda: None
     count: int = 1  # steps per timed run, set by calibrate
     rates: list[float] = field(default_factory=list)
+    cores_busy: list[float] = field(default_factory=list)  # process CPU time / wall, per round
 
 
 # -- the net --------------------------------------------------------------------------------------
@@ -271,11 +272,13 @@ def measure_interleaved(systems: list[System], repeats: int) -> None:
         shift = round_index % len(systems)
         for system in systems[shift:] + systems[:shift]:
             time.sleep(SETTLE_SECONDS)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             for _ in range(system.count):
                 system.step()
             system.synchronize()
-            system.rates.append(system.count / (time.perf_counter() - start))
+            wall = time.perf_counter() - start
+            system.rates.append(system.count / wall)
+            system.cores_busy.append((time.process_time() - cpu_start) / wall)
 
 
 def compare(args: argparse.Namespace, batch: int, bands: int) -> dict[str, Any]:
@@ -305,6 +308,7 @@ def row(system: System, batch: int, bands: int) -> dict[str, Any]:
             "batch": batch, "bands": bands, "iters_per_sec": rate,
             "images_per_sec": rate * batch, "lowest": min(system.rates),
             "highest": max(system.rates), "rates": system.rates,
+            "cores_busy": statistics.median(system.cores_busy),
             "steps_per_timed_run": system.count, "peak_mem_bytes": system.peak_memory(),
             "note": system.note}
 
@@ -450,7 +454,7 @@ def gpu_name() -> str:
 
 def comparison_table(result: dict[str, Any]) -> str:
     header = (f"{'system':<24} {'backend':<7} {'it/s':>8} {'lowest-highest':>15} {'images/s':>9} "
-              f"{'x torch.compile':>15} {'of GEMM ceiling':>15} {'x poster':>8}")
+              f"{'x torch.compile':>15} {'of GEMM ceiling':>15} {'x poster':>8} {'cores':>5}")
     lines = [f"batch {result['batch']}, {result['bands']} band "
              f"({result['gflop_per_step_in_gemm']:.3f} GFLOP of GEMM per step); load average "
              f"{result['load_average_before'][0]:.2f} before, "
@@ -464,7 +468,8 @@ def comparison_table(result: dict[str, Any]) -> str:
         lines.append(f"{r['label']:<24} {r['backend']:<7} {r['iters_per_sec']:>8.1f} "
                      f"{spread:>15} {r['images_per_sec']:>9.0f} "
                      f"{ratio(r['vs_torch_compile'], '.2f'):>15} "
-                     f"{ratio(r['of_gemm_ceiling'], '.0%'):>15} {r['vs_poster']:>8.2f}")
+                     f"{ratio(r['of_gemm_ceiling'], '.0%'):>15} {r['vs_poster']:>8.2f} "
+                     f"{ratio(r.get('cores_busy'), '.1f'):>5}")
     lines.append("")
     for r in table_order(result["rows"]):
         rate = f" ({r['gemm_gflop_per_sec']:.0f} GFLOP/s)" if "gemm_gflop_per_sec" in r else ""

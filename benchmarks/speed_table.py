@@ -44,7 +44,7 @@ def comparison_table(comparison: dict[str, Any]) -> str:
              f"{'s' if comparison['bands'] > 1 else ''}** "
              f"({comparison['gflop_per_step_in_gemm']:.3f} GFLOP of matrix products per step)", "",
              "| system | it/s (median) | lowest–highest round | images/s | × torch.compile "
-             "| of GEMM ceiling |", "|---|---|---|---|---|---|"]
+             "| of GEMM ceiling | cores busy |", "|---|---|---|---|---|---|---|"]
 
     def ratio(value: float | None, form: str) -> str:
         return "–" if value is None else format(value, form)
@@ -57,9 +57,10 @@ def comparison_table(comparison: dict[str, Any]) -> str:
         lines.append(f"| {bold}{label}{bold} | {bold}{r['iters_per_sec']:.1f}{bold} | "
                      f"{r['lowest']:.1f}–{r['highest']:.1f} | {r['images_per_sec']:.0f} | "
                      f"{ratio(r['vs_torch_compile'], '.2f')} | "
-                     f"{ratio(r['of_gemm_ceiling'], '.0%')} |")
+                     f"{ratio(r['of_gemm_ceiling'], '.0%')} | "
+                     f"{ratio(r.get('cores_busy'), '.1f')} |")
     for s in comparison["skipped"]:
-        lines.append(f"| {s['system']} | skipped: {s['reason']} | | | | |")
+        lines.append(f"| {s['system']} | skipped: {s['reason']} | | | | | |")
     return "\n".join(lines)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -177,6 +179,7 @@ def test_benchmark_profiles_times_interleaved_and_renders_the_docs_table(tmp_pat
     assert len(rows["mochapy"]["rates"]) == 2 and rows["gemm-ceiling"]["of_gemm_ceiling"] == 1
     assert rows["mochapy"]["lowest"] <= rows["mochapy"]["iters_per_sec"] <= rows["mochapy"][
         "highest"]
+    assert 0 < rows["mochapy"]["cores_busy"] < 1.5  # one thread asked, about one core used
     with pytest.raises(SystemExit):  # an existing result is not replaced without --force
         bench.parse_args(argv)
 
@@ -186,3 +189,21 @@ def test_benchmark_profiles_times_interleaved_and_renders_the_docs_table(tmp_pat
     text = document.read_text()
     assert "old" not in text and text.endswith(f"{tables.END}\nafter\n")
     assert "| **mochapy cpu** |" in text and "GEMM ceiling (" in text and "1 thread per" in text
+
+
+@pytest.mark.slow
+def test_the_jax_peer_keeps_to_one_core_when_one_thread_is_asked(tmp_path):
+    """XLA's CPU pool ignores --xla_cpu_multi_thread_eigen; the peer pins the pool instead."""
+    pytest.importorskip("jax")
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores to tell one from two")
+    result = tmp_path / "result.json"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "iters_per_sec.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--backend", "cpu",
+         "--systems", "jax", "--batch", "100", "--repeats", "2", "--seconds", "0.5",
+         "--threads", "1", "--json", str(result)],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(result.read_text())["comparisons"][0]["rows"]
+    assert row["cores_busy"] < 1.3 and "XLA on one core" in row["note"]
