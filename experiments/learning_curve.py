@@ -38,10 +38,8 @@ from galaxy_model.dataset import GalaxyDataset
 from galaxy_model.evaluation import evaluate
 from galaxy_model.model import GalaxyVAE
 from mochapy.atomic import write_atomically, write_text_atomically
-from mochapy.config import load_config
 from mochapy.errors import MochaError
-from mochapy.runs import LoadedRun
-from mochapy.snapshots import SNAPSHOT_PATTERN, list_snapshots, read_snapshot
+from mochapy.runs import kept_snapshots, load_snapshot
 
 POSTER = {"mse_win_fraction": 0.971, "likelihood_win_fraction": 0.972}
 POSTER_GPU_ITERATIONS = 3_600_000  # 200 it/s (the poster's K20X) for 5 hours
@@ -54,19 +52,11 @@ def log_grid_iterations(available: list[int]) -> list[int]:
     return sorted(i for i in available if i in wanted)
 
 
-def snapshot_files(stage_dir: str) -> dict[int, str]:
-    """Iteration -> snapshot path of every snapshot a stage kept."""
-    return {int(SNAPSHOT_PATTERN.search(path).group(1)): path
-            for path in list_snapshots(os.path.join(stage_dir, "snapshots"))}
-
-
 def evaluate_snapshot(stage_dir: str, path: str, dataset: GalaxyDataset, label: str) -> dict:
     """The evaluate summary of the stage's net with one snapshot's parameters."""
-    snapshot = read_snapshot(path)
-    run = LoadedRun(stage_dir, load_config(os.path.join(stage_dir, "net.yaml")),
-                    snapshot.params, snapshot.iteration)
+    run = load_snapshot(stage_dir, path)
     summary = evaluate(GalaxyVAE(run), dataset, elbo_samples=1, label=label).summary
-    return {"iteration": snapshot.iteration,
+    return {"iteration": run.iteration,
             **{key: summary[key] for key in ("mse_win_fraction", "likelihood_win_fraction",
                                              "median_mse_model", "median_mse_baseline")}}
 
@@ -169,7 +159,7 @@ def main() -> None:
                         help="measure the chosen points again, replacing their records")
     args = parser.parse_args()
     try:
-        files = snapshot_files(args.stage)
+        files = kept_snapshots(args.stage)
         chosen = args.iterations or log_grid_iterations(list(files))
         missing = [i for i in chosen if i not in files]
         if missing or not chosen:

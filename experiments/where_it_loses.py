@@ -30,10 +30,8 @@ from galaxy_model.model import GalaxyVAE
 from galaxy_model.populations import MORPHOLOGIES
 from galaxy_model.synth.generate import scene_parameters
 from mochapy.atomic import write_text_atomically
-from mochapy.config import load_config
 from mochapy.errors import ConfigError, MochaError
-from mochapy.runs import LoadedRun
-from mochapy.snapshots import SNAPSHOT_PATTERN, list_snapshots, read_snapshot
+from mochapy.runs import kept_snapshots, load_snapshot
 
 THIRDS = ("lowest third", "middle third", "highest third")
 
@@ -42,15 +40,11 @@ def load_model(run: str | None, stage: str | None, iteration: int | None) -> Gal
     """A finished run, or a stage's net with the parameters of its snapshot at `iteration`."""
     if run:
         return GalaxyVAE.load(run)
-    files = {int(SNAPSHOT_PATTERN.search(path).group(1)): path
-             for path in list_snapshots(os.path.join(stage, "snapshots"))}
+    files = kept_snapshots(stage)
     if iteration not in files:
         raise MochaError(f"{stage}: no kept snapshot at iteration {iteration}; "
                          f"kept: {sorted(files)}")
-    snapshot = read_snapshot(files[iteration])
-    loaded = LoadedRun(stage, load_config(os.path.join(stage, "net.yaml")), snapshot.params,
-                       snapshot.iteration)
-    return GalaxyVAE(loaded)
+    return GalaxyVAE(load_snapshot(stage, files[iteration]))
 
 
 def synthetic_split(data: str) -> builtin.SyntheticSplit:

@@ -1,8 +1,9 @@
 """Load a finished (or running) run directory and predict with it, without rebuilding by hand.
 
 `load_run(dir)` gives the parsed config and the newest parameters (a verified snapshot, else the
-exported weights.h5); `Predictor` builds a net that takes chosen blobs as inputs and returns chosen
-blobs, batching and padding for any number of rows.
+exported weights.h5); `kept_snapshots` and `load_snapshot` give any kept snapshot's instead;
+`Predictor` builds a net that takes chosen blobs as inputs and returns chosen blobs, batching and
+padding for any number of rows.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from mochapy.backends import get_backend
 from mochapy.config import RunConfig, load_config
 from mochapy.errors import DataError
 from mochapy.net import Net
-from mochapy.snapshots import newest_valid_snapshot
+from mochapy.snapshots import SNAPSHOT_PATTERN, list_snapshots, newest_valid_snapshot, read_snapshot
 
 
 @dataclass
@@ -58,6 +59,20 @@ def load_run(run_dir: str) -> LoadedRun:
     if snapshot is not None:
         return LoadedRun(run_dir, config, snapshot.params, snapshot.iteration)
     return LoadedRun(run_dir, config, read_weights(weights), None)
+
+
+def kept_snapshots(run_dir: str) -> dict[int, str]:
+    """Iteration (from the file name) -> path of every snapshot a run or stage directory kept."""
+    return {int(SNAPSHOT_PATTERN.search(path).group(1)): path
+            for path in list_snapshots(os.path.join(run_dir, "snapshots"))}
+
+
+def load_snapshot(run_dir: str, path: str) -> LoadedRun:
+    """A run or stage directory's config with the parameters of one snapshot (e.g. one that
+    kept_snapshots lists): the net as it was at that iteration, for evaluating a running stage."""
+    snapshot = read_snapshot(path)
+    config = load_config(os.path.join(run_dir, "net.yaml"))
+    return LoadedRun(run_dir, config, snapshot.params, snapshot.iteration)
 
 
 class Predictor:

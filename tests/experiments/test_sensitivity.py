@@ -14,6 +14,8 @@ import h5py
 import pytest
 import yaml
 
+from mochapy.runs import kept_snapshots
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -108,7 +110,7 @@ def test_a_tiny_study_trains_evaluates_and_tabulates_each_variant(tmp_path) -> N
 
     # the learning curve of the first variant's mean stage, from its kept snapshots
     stage = tmp_path / "work" / "gz-v1" / "run" / "stage1-mean"
-    assert sorted(learning_curve.snapshot_files(str(stage))) == [2, 4]
+    assert sorted(kept_snapshots(str(stage))) == [2, 4]
     curve_out = tmp_path / "curve"
     done = subprocess.run(
         [sys.executable, str(ROOT / "experiments" / "learning_curve.py"), "--stage", str(stage),
@@ -120,7 +122,7 @@ def test_a_tiny_study_trains_evaluates_and_tabulates_each_variant(tmp_path) -> N
     assert [p["iteration"] for p in curve["points"]] == [2, 4] and curve["n"] == 12
     assert curve["extrapolation"]["mse_win_fraction"] is None  # two points: no line drawn
     # a later session without the snapshot at 2 keeps its recorded point and measures only 4
-    Path(learning_curve.snapshot_files(str(stage))[2]).unlink()
+    Path(kept_snapshots(str(stage))[2]).unlink()
     (curve_out / "points" / "000000004.json").unlink()
     again = subprocess.run(
         [sys.executable, str(ROOT / "experiments" / "learning_curve.py"), "--stage", str(stage),
