@@ -177,10 +177,20 @@ def per_image(values: np.ndarray) -> list[float]:
     return [float(f"{value:.5g}") for value in values]
 
 
+def noise_is_current(row: dict) -> bool:
+    """Whether a row's noise variances come from the generator's current noise model."""
+    return row.get("noise_model") == current_noise_model()
+
+
+def row_path(out: str, variant: Variant) -> str:
+    """Where a variant's row is recorded."""
+    return os.path.join(out, "variants", f"{variant.name}.json")
+
+
 def excess_over_noise(row: dict, key: str) -> float | None:
     """Median over images of MSE minus the image's own noise variance; None when the row has
     no per-image MSEs or its noise variances come from another noise model."""
-    if key not in row or row.get("noise_model") != current_noise_model():
+    if key not in row or not noise_is_current(row):
         return None
     return float(np.median(np.asarray(row[key]) - np.asarray(row["noise_variance_per_image"])))
 
@@ -194,7 +204,7 @@ def settings(plan: Plan, variant: Variant) -> dict:
 
 def recorded_row(plan: Plan, variant: Variant, out: str, force: bool) -> dict | None:
     """The variant's recorded row, if one was made under the plan's settings; None to (re)run."""
-    path = os.path.join(out, "variants", f"{variant.name}.json")
+    path = row_path(out, variant)
     if not os.path.exists(path) or force:
         return None
     try:
@@ -358,21 +368,17 @@ def main() -> None:
             if row is not None:
                 rows[variant.name] = row
         table = None
-        if args.refresh_noise:
+        if args.refresh_noise:  # noise variances only: nothing is trained
             for variant in chosen:
                 row = rows.get(variant.name)
-                if row and "mse_model_per_image" in row and (
-                        row.get("noise_model") != current_noise_model()):
+                if row and "mse_model_per_image" in row and not noise_is_current(row):
                     rows[variant.name] = refresh_noise(plan, variant, row, args.work)
-                    write_json(os.path.join(args.out, "variants", f"{variant.name}.json"),
-                               rows[variant.name])
-            chosen = []
-        for variant in chosen:
+                    write_json(row_path(args.out, variant), rows[variant.name])
+        for variant in [] if args.refresh_noise else chosen:
             if variant.name in rows:
                 continue
             rows[variant.name] = run_variant(plan, variant, args.work, not args.quiet)
-            write_json(os.path.join(args.out, "variants", f"{variant.name}.json"),
-                       rows[variant.name])
+            write_json(row_path(args.out, variant), rows[variant.name])
             drop_training_images(plan, variant, args.work)
             table = write_table(list(rows.values()), plan, args.out)
         if table is None:
