@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 from galaxy_model import builtin, population_check
 from galaxy_model.montage import montage
 from galaxy_model.populations import GZ_V1, SYNTH_V1
-from mochapy.errors import MochaError
+from mochapy.cli_errors import exit_on_user_error
 from mochapy.outputs import atomic_directory
 
 
@@ -78,7 +77,7 @@ def main() -> None:
                         default=["builtin:gz-heldout", "builtin:heldout"])
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args()
-    try:
+    with exit_on_user_error("gz_population"):
         record = comparison(args.n, args.seed)
         with atomic_directory(args.out, force=args.force) as staging:
             with open(os.path.join(staging, "comparison.json"), "w", encoding="utf-8") as handle:
@@ -88,8 +87,6 @@ def main() -> None:
                 handle.write(table)
             datasets = [(spec, builtin.load(spec)) for spec in args.montage_data]
             montage(datasets, 36, os.path.join(staging, "montage.png"))
-    except MochaError as exc:
-        sys.exit(f"gz_population: {exc}")
     print(table, end="")
 
 

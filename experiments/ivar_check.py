@@ -26,7 +26,7 @@ from galaxy_model import stamps, synth
 from galaxy_model.populations import GZ_V1
 from galaxy_model.synth import photograph
 from galaxy_model.synth.generate import _fitting_zoom
-from mochapy.errors import MochaError
+from mochapy.cli_errors import exit_on_user_error
 from mochapy.outputs import atomic_directory
 
 PERCENTILES = (5, 50, 95)
@@ -119,7 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     if not 1 <= args.n <= synth.CHUNK_SIZE or args.draws < 2:
         sys.exit(f"ivar_check: --n must be 1-{synth.CHUNK_SIZE} and --draws at least 2")
-    try:
+    with exit_on_user_error("ivar_check"):
         record = measure(args.n, args.seed, args.draws)
         table = markdown(record)
         with atomic_directory(args.out, force=args.force) as staging:
@@ -127,8 +127,6 @@ def main() -> None:
                 json.dump(record, handle, indent=2)
             with open(os.path.join(staging, "ivar_check.md"), "w", encoding="utf-8") as handle:
                 handle.write(table)
-    except MochaError as exc:
-        sys.exit(f"ivar_check: {exc}")
     print(table, end="")
 
 

@@ -29,7 +29,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 
 import numpy as np
 
@@ -38,6 +37,7 @@ from galaxy_model.dataset import GalaxyDataset
 from galaxy_model.evaluation import evaluate
 from galaxy_model.model import GalaxyVAE
 from mochapy.atomic import write_atomically, write_text_atomically
+from mochapy.cli_errors import exit_on_user_error
 from mochapy.errors import MochaError
 from mochapy.runs import kept_snapshots, load_snapshot
 
@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--force", action="store_true",
                         help="measure the chosen points again, replacing their records")
     args = parser.parse_args()
-    try:
+    with exit_on_user_error("learning_curve"):
         files = kept_snapshots(args.stage)
         chosen = args.iterations or log_grid_iterations(list(files))
         missing = [i for i in chosen if i not in files]
@@ -197,10 +197,6 @@ def main() -> None:
         write_text_atomically(os.path.join(args.out, "learning_curve.md"), table)
         write_atomically(os.path.join(args.out, "learning_curve.png"),
                          lambda temp: plot(record, temp))
-    except MochaError as exc:
-        sys.exit(f"learning_curve: {exc}")
-    except OSError as exc:
-        sys.exit(f"learning_curve: {exc.filename or ''}: {exc.strerror or exc}")
     print(table, end="")
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +45,7 @@ from galaxy_model.model import GalaxyVAE
 from galaxy_model.populations import POPULATIONS, Population, vary
 from galaxy_model.synth import IVAR_VERSION, synthesize
 from mochapy.atomic import write_atomically, write_text_atomically
+from mochapy.cli_errors import exit_on_user_error
 from mochapy.config import load_config
 from mochapy.errors import ConfigError, MochaError
 from mochapy.training import stage_finished, train
@@ -358,7 +358,7 @@ def main() -> None:
                         "model (no training)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args()
-    try:
+    with exit_on_user_error("sensitivity"):
         plan = load_plan(args.plan)
         by_name = {v.name: v for v in plan.variants}
         unknown = [name for name in args.only or () if name not in by_name]
@@ -386,10 +386,6 @@ def main() -> None:
             table = write_table(list(rows.values()), plan, args.out)
         if table is None:
             table = write_table(list(rows.values()), plan, args.out)
-    except MochaError as exc:
-        sys.exit(f"sensitivity: {exc}")
-    except OSError as exc:
-        sys.exit(f"sensitivity: {exc.filename or ''}: {exc.strerror or exc}")
     print(table, end="")
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -30,6 +29,7 @@ from galaxy_model.model import GalaxyVAE
 from galaxy_model.populations import MORPHOLOGIES
 from galaxy_model.synth.generate import scene_parameters
 from mochapy.atomic import write_text_atomically
+from mochapy.cli_errors import exit_on_user_error
 from mochapy.errors import ConfigError, MochaError
 from mochapy.runs import kept_snapshots, load_snapshot
 
@@ -128,7 +128,7 @@ def main() -> None:
     if args.stage and args.iteration is None:
         parser.error("--stage needs --iteration")
     json_path = os.path.join(args.out, "where_it_loses.json")
-    try:
+    with exit_on_user_error("where_it_loses"):
         if os.path.exists(json_path) and not args.force:
             raise MochaError(f"{json_path} exists; pass --force to replace it")
         synthetic_split(args.data)
@@ -146,10 +146,6 @@ def main() -> None:
         table = markdown(record)
         write_text_atomically(json_path, json.dumps(record, indent=2))
         write_text_atomically(os.path.join(args.out, "where_it_loses.md"), table)
-    except MochaError as exc:
-        sys.exit(f"where_it_loses: {exc}")
-    except OSError as exc:
-        sys.exit(f"where_it_loses: {exc.filename or ''}: {exc.strerror or exc}")
     print(table, end="")
 
 

@@ -4,10 +4,11 @@ errors the commands raise (`one_line_errors`) and click's own usage errors (`One
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO, TypeVar
 
 import click
@@ -25,21 +26,32 @@ def one_line_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        try:
+        with exit_on_user_error():
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
                 return func(*args, **kwargs)
-        except MochaError as exc:
-            message = str(exc)
-        except OSError as exc:
-            where = f" {exc.filename}" if exc.filename else ""
-            message = f"{exc.strerror or exc}{':' if where else ''}{where}"
-        except KeyboardInterrupt:
-            message = "interrupted"
-        click.echo(f"error: {' '.join(message.split())}", err=True)
-        sys.exit(EXIT_USER_ERROR)
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def exit_on_user_error(program: str | None = None) -> Iterator[None]:
+    """Turn a MochaError, OSError or Ctrl-C inside the block into one `error: [program: ]...`
+    line on stderr and exit code 2: the commands' handling, for scripts that are not click
+    commands (experiments/*.py)."""
+    try:
+        yield
+        return
+    except MochaError as exc:
+        message = str(exc)
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        message = f"{exc.strerror or exc}{':' if where else ''}{where}"
+    except KeyboardInterrupt:
+        message = "interrupted"
+    prefix = f"{program}: " if program else ""
+    click.echo(f"error: {prefix}{' '.join(message.split())}", err=True)
+    sys.exit(EXIT_USER_ERROR)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

@@ -148,7 +148,7 @@ def test_a_plan_with_an_unknown_field_is_refused_in_one_line(tmp_path) -> None:
                            "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
-    assert done.stderr.strip() == (f"sensitivity: {plan}: variants[0]: gz-v1/bad: unknown "
+    assert done.stderr.strip() == (f"error: sensitivity: {plan}: variants[0]: gz-v1/bad: unknown "
                                    "population field 'neighbours'")
     assert not (tmp_path / "o").exists()
 
