@@ -24,6 +24,9 @@ import h5py
 import numpy as np
 import scipy.linalg
 
+from mochapy.cli_errors import exit_on_user_error
+from mochapy.outputs import atomic_directory
+
 DECODER = ("dec1", "dec2", "x_mu")  # ReLU, ReLU, linear: the poster's decoder (examples/)
 
 
@@ -84,10 +87,6 @@ def pca_wins(train: np.ndarray, x: np.ndarray, baseline_mse: np.ndarray,
 
 
 def main() -> None:
-    from galaxy_model.baseline import fit_gaussian2d
-    from galaxy_model.builtin import load
-    from galaxy_model.model import GalaxyVAE
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="results/galaxy_vae_full")
     parser.add_argument("--data", default="builtin:heldout")
@@ -95,7 +94,19 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=30000)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--out", default="results/capacity")
+    parser.add_argument("--force", action="store_true", help="replace an existing result")
     args = parser.parse_args()
+    with exit_on_user_error("capacity"), atomic_directory(args.out, force=args.force) as staging:
+        text = measure(args, staging)
+    print(text)
+
+
+def measure(args: argparse.Namespace, staging: str) -> str:
+    """Compute the three numbers, write capacity.json and capacity.md into `staging`."""
+    from galaxy_model.baseline import fit_gaussian2d
+    from galaxy_model.builtin import load
+    from galaxy_model.model import GalaxyVAE
+
     start = time.time()
     data = load(args.data)
     x = data.data.reshape(len(data), -1).astype(np.float64)
@@ -118,8 +129,7 @@ def main() -> None:
         "mse_win_fraction_pca": {str(k): v for k, v in pca.items()},
         "seconds": round(time.time() - start, 1),
     }
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "capacity.json"), "w", encoding="utf-8") as handle:
+    with open(os.path.join(staging, "capacity.json"), "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=2)
     lines = [
         f"MSE wins against the Gaussian fit on {args.data} ({len(x)} images), run {args.run}:",
@@ -133,9 +143,9 @@ def main() -> None:
           f"{100 * v:.1f}% |" for k, v in pca.items()],
     ]
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(args.out, "capacity.md"), "w", encoding="utf-8") as handle:
+    with open(os.path.join(staging, "capacity.md"), "w", encoding="utf-8") as handle:
         handle.write(text)
-    print(text)
+    return text
 
 
 if __name__ == "__main__":

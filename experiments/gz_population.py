@@ -78,8 +78,8 @@ def main() -> None:
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args()
     with exit_on_user_error("gz_population"):
-        record = comparison(args.n, args.seed)
         with atomic_directory(args.out, force=args.force) as staging:
+            record = comparison(args.n, args.seed)
             with open(os.path.join(staging, "comparison.json"), "w", encoding="utf-8") as handle:
                 json.dump(record, handle, indent=2)
             table = markdown(record)

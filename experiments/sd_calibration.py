@@ -30,6 +30,9 @@ import os
 
 import numpy as np
 
+from mochapy.cli_errors import exit_on_user_error
+from mochapy.outputs import atomic_directory
+
 GLOBAL_SCALES = (0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0)
 CONTRASTS = tuple(np.linspace(0.0, 1.5, 16))
 
@@ -130,16 +133,17 @@ def main() -> None:
     parser.add_argument("--run", action="append", required=True, help="a run directory (repeat)")
     parser.add_argument("--data", default="builtin:heldout")
     parser.add_argument("--out", default="results/sd_calibration")
+    parser.add_argument("--force", action="store_true", help="replace an existing result")
     args = parser.parse_args()
-    rows = [analyse(run, args.data) for run in args.run]
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "sd_calibration.json"), "w", encoding="utf-8") as handle:
-        json.dump(rows, handle, indent=2)
-    table = markdown(rows)
-    with open(os.path.join(args.out, "sd_calibration.md"), "w", encoding="utf-8") as handle:
-        handle.write(f"# sd calibration on {args.data}\n\n{table}")
+    with exit_on_user_error("sd_calibration"), \
+            atomic_directory(args.out, force=args.force) as staging:
+        rows = [analyse(run, args.data) for run in args.run]
+        with open(os.path.join(staging, "sd_calibration.json"), "w", encoding="utf-8") as handle:
+            json.dump(rows, handle, indent=2)
+        table = markdown(rows)
+        with open(os.path.join(staging, "sd_calibration.md"), "w", encoding="utf-8") as handle:
+            handle.write(f"# sd calibration on {args.data}\n\n{table}")
     print(table, end="")
-
 
 if __name__ == "__main__":
     main()

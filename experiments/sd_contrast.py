@@ -20,6 +20,9 @@ import os
 
 import numpy as np
 
+from mochapy.cli_errors import exit_on_user_error
+from mochapy.outputs import atomic_directory
+
 SD_FLOOR = 0.001  # f_sigma = SD_FLOOR + exp(.) in every shipped run
 EXAMPLES = 4
 
@@ -113,13 +116,14 @@ def main() -> None:
     parser.add_argument("--after", required=True, help="the run with the contrast head")
     parser.add_argument("--data", default="builtin:heldout")
     parser.add_argument("--out", default="results/sd_contrast")
+    parser.add_argument("--force", action="store_true", help="replace an existing result")
     args = parser.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    summary = analyse(args.before, args.after, args.data, args.out)
-    with open(os.path.join(args.out, "sd_contrast.json"), "w", encoding="utf-8") as handle:
-        json.dump(summary, handle, indent=2)
+    with exit_on_user_error("sd_contrast"), \
+            atomic_directory(args.out, force=args.force) as staging:
+        summary = analyse(args.before, args.after, args.data, staging)
+        with open(os.path.join(staging, "sd_contrast.json"), "w", encoding="utf-8") as handle:
+            json.dump(summary, handle, indent=2)
     print(json.dumps(summary, indent=2))
-
 
 if __name__ == "__main__":
     main()
