@@ -120,9 +120,9 @@ def main() -> None:
     if not 1 <= args.n <= synth.CHUNK_SIZE or args.draws < 2:
         sys.exit(f"ivar_check: --n must be 1-{synth.CHUNK_SIZE} and --draws at least 2")
     with exit_on_user_error("ivar_check"):
-        record = measure(args.n, args.seed, args.draws)
-        table = markdown(record)
         with atomic_directory(args.out, force=args.force) as staging:
+            record = measure(args.n, args.seed, args.draws)
+            table = markdown(record)
             with open(os.path.join(staging, "ivar_check.json"), "w", encoding="utf-8") as handle:
                 json.dump(record, handle, indent=2)
             with open(os.path.join(staging, "ivar_check.md"), "w", encoding="utf-8") as handle:

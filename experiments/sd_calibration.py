@@ -145,5 +145,6 @@ def main() -> None:
             handle.write(f"# sd calibration on {args.data}\n\n{table}")
     print(table, end="")
 
+
 if __name__ == "__main__":
     main()

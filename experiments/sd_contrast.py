@@ -125,5 +125,6 @@ def main() -> None:
             json.dump(summary, handle, indent=2)
     print(json.dumps(summary, indent=2))
 
+
 if __name__ == "__main__":
     main()
