@@ -32,7 +32,8 @@ MAIN_JOB = REPO / "examples" / "galaxy_vae.yaml"
 # shipped run -> its latent dimension
 SHIPPED_RUNS = {"galaxy_vae_full": 8, "galaxy_vae_z32": 32, "galaxy_vae_z32_rejoint": 32,
                 "galaxy_vae_z32_noise": 32, "galaxy_vae_z32_roughness": 32,
-                "galaxy_vae_z32_wide": 32, "galaxy_vae_z32_contrast": 36}
+                "galaxy_vae_z32_wide": 32, "galaxy_vae_z32_contrast": 36, "galaxy_vae_gz": 8,
+                "galaxy_vae_gz_best": 8, "galaxy_vae_gz_z32": 32, "galaxy_vae_gz_z32_contrast": 36}
 TINY_SIZES = "train=200,heldout=50,valid=100,train-large=200"
 HELDOUT_IMAGES = 50
 STAGE_ITERATIONS = {"mean": 30, "sd": 20}
@@ -301,12 +302,19 @@ def test_shipped_runs_load_and_evaluate(name: str, tiny_data: Path) -> None:
     assert math.isfinite(summary["elbo_nats_per_image"])
 
 
-def test_the_contrast_run_changed_only_the_sd_of_the_run_it_started_from(tiny_data: Path) -> None:
+# contrast experiment -> the shipped run it starts from
+CONTRAST_STARTS = {"galaxy_vae_z32_contrast": "galaxy_vae_z32_wide",
+                   "galaxy_vae_gz_z32_contrast": "galaxy_vae_gz_z32"}
+
+
+@pytest.mark.parametrize("name", sorted(CONTRAST_STARTS))
+def test_the_contrast_run_changed_only_the_sd_of_the_run_it_started_from(
+        name: str, tiny_data: Path) -> None:
     """Only the statistics latents and the contrast head trained: g_mu(x)[:32] and f_mu are the
-    wide run's exactly; the sd is not."""
-    runs = [REPO / "results" / name for name in ("galaxy_vae_z32_wide", "galaxy_vae_z32_contrast")]
+    starting run's exactly; the sd is not."""
+    runs = [REPO / "results" / run for run in (CONTRAST_STARTS[name], name)]
     if not all(run.exists() for run in runs):
-        pytest.skip("the shipped wide and contrast runs are not in this checkout")
+        pytest.skip("the shipped starting and contrast runs are not in this checkout")
     wide, contrast = (GalaxyVAE.load(str(run)) for run in runs)
     x = load("builtin:heldout").data[:20]
     z_wide, z_contrast = wide.encode(x)[0], contrast.encode(x)[0]
@@ -316,16 +324,18 @@ def test_the_contrast_run_changed_only_the_sd_of_the_run_it_started_from(tiny_da
     assert np.all(after.sd > 0) and not np.allclose(after.sd, before.sd, rtol=1e-3)
 
 
-def test_the_contrast_experiment_trains_only_its_new_layers(tiny_data: Path,
+@pytest.mark.parametrize("name", sorted(CONTRAST_STARTS))
+def test_the_contrast_experiment_trains_only_its_new_layers(name: str, tiny_data: Path,
                                                            tmp_path: Path) -> None:
-    """`mochapy run` of experiments/galaxy_vae_z32_contrast.yaml, shortened, from the shipped wide
-    run: every weight that run has comes out unchanged, the contrast head does not."""
-    wide = REPO / "results" / "galaxy_vae_z32_wide"
+    """`mochapy run` of the contrast experiment, shortened, from the shipped run it starts from:
+    every weight that run has comes out unchanged, the contrast head does not."""
+    wide = REPO / "results" / CONTRAST_STARTS[name]
     if not wide.exists():
-        pytest.skip("the shipped wide run is not in this checkout")
-    experiment = REPO / "experiments" / "galaxy_vae_z32_contrast.yaml"
+        pytest.skip(f"the shipped {wide.name} run is not in this checkout")
+    experiment = REPO / "experiments" / f"{name}.yaml"
     (stage,) = yaml.safe_load(experiment.read_text())["stages"]
-    stage["set"] = {**stage["set"], "solver.max_iter": 5, "solver.max_seconds": 0}
+    stage["set"] = {**stage["set"], "solver.max_iter": 5, "solver.max_seconds": 0,
+                    "data.source": "builtin:valid"}  # the tiny split
     net = {"extends": str(experiment), "name": "contrast_tiny", "set": {"data.batch_size": 10},
            "stages": [stage]}
     (tmp_path / "net.yaml").write_text(yaml.safe_dump(net, sort_keys=False))
