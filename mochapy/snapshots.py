@@ -37,6 +37,11 @@ class Snapshot:
     config: str = ""
 
 
+# The snapshot of a run's lowest validation loss (`validation.keep_best`): beside snapshots/,
+# so pruning never removes it and --resume never mistakes it for the newest.
+BEST_SNAPSHOT = "best-snapshot.h5"
+
+
 def snapshot_path(folder: str, iteration: int) -> str:
     return os.path.join(folder, f"snapshot-{iteration:09d}.h5")
 

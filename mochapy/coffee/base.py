@@ -27,6 +27,7 @@ class ValidationConfig:
     data_layer: str
     batch_size: int = 0
     max_batches: int = 0
+    keep_best: bool = False  # keep a snapshot of the lowest validation loss, never pruned
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class BreakContext:
     log: Callable[[str], None]
     solver: SolverState
     snapshot: Callable[[], str]  # writes a verified snapshot, returns its path
+    snapshot_best: Callable[[], str]  # writes it as the run's best snapshot, returns its path
     take_mean_loss: Callable[[], float]  # the mean training loss since the last call
     iters_per_sec: Callable[[], float]  # this session's speed
     validation_net: Callable[[], Net]  # the test-phase net over the validation source

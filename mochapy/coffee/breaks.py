@@ -9,6 +9,7 @@ the summary and validation of its own iteration.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -53,12 +54,14 @@ class ValidationPerformance(CoffeeBreak):
     each value (the decay_on_validation policy cuts the lr when it does not improve)."""
 
     fields: ClassVar[tuple[str, ...]] = ("every", "source", "batch_size", "max_batches",
-                                         "data_layer")
+                                         "data_layer", "keep_best")
 
-    def __init__(self, every: int, data_layer: str, max_batches: int = 0) -> None:
+    def __init__(self, every: int, data_layer: str, max_batches: int = 0,
+                 keep_best: bool = False) -> None:
         super().__init__(every)
         self.data_layer = data_layer
         self.max_batches = max_batches
+        self.keep_best = keep_best
         self.initial_states: dict[str, dict[str, np.ndarray]] | None = None
 
     @classmethod
@@ -71,16 +74,21 @@ class ValidationPerformance(CoffeeBreak):
         data_layer = body.get("data_layer", data_layers[0] if data_layers else None)
         if data_layer not in data_layers:
             raise ConfigError(f"{label}.data_layer: {data_layer!r} is not an HDF5Data layer")
+        keep_best = body.get("keep_best", False)
+        if not isinstance(keep_best, bool):
+            raise ConfigError(f"{label}.keep_best: must be true or false, got {keep_best!r}")
         return {"validation": ValidationConfig(
             every=every, source=source, data_layer=data_layer,
             batch_size=require_int(body.get("batch_size", 0), f"{label}.batch_size"),
             max_batches=require_int(body.get("max_batches", 0), f"{label}.max_batches"),
+            keep_best=keep_best,
         )}
 
     @classmethod
     def from_config(cls, coffee: CoffeeConfig) -> ValidationPerformance | None:
         val = coffee.validation
-        return None if val is None else cls(val.every, val.data_layer, val.max_batches)
+        return None if val is None else cls(val.every, val.data_layer, val.max_batches,
+                                            val.keep_best)
 
     def run(self, context: BreakContext, iteration: int) -> None:
         net = context.validation_net()
@@ -110,6 +118,10 @@ class ValidationPerformance(CoffeeBreak):
         context.solver.validated(loss, previous_best)
         context.log(f"iter {iteration:>8d}  validation loss {loss:12.4f} "
                     f"({n_batches * net.batch_size} images)")
+        if self.keep_best and math.isfinite(loss) and (previous_best is None
+                                                       or loss < previous_best):
+            context.log(f"iter {iteration:>8d}  best validation loss so far: kept "
+                        f"{context.snapshot_best()}")
 
 
 @register_break("snapshot")

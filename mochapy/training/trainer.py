@@ -31,8 +31,8 @@ from mochapy.run_directory import (
     write_net_copy,
 )
 from mochapy.runs import load_run, read_weights
-from mochapy.snapshots import Snapshot as SnapshotData
 from mochapy.snapshots import (
+    BEST_SNAPSHOT,
     list_snapshots,
     prune_snapshots,
     read_snapshot,
@@ -41,6 +41,7 @@ from mochapy.snapshots import (
     snapshot_path,
     write_snapshot,
 )
+from mochapy.snapshots import Snapshot as SnapshotData
 from mochapy.solvers import make_solver
 from mochapy.training.divergence import first_nonfinite
 from mochapy.training.export import (
@@ -122,6 +123,19 @@ class Trainer:
 
     def save_snapshot(self) -> str:
         """Write a verified snapshot of the current state, then prune old ones."""
+        path = snapshot_path(self.snapshot_dir, self.solver.iteration)
+        self._write_verified_snapshot(path)
+        for problem in prune_snapshots(self.snapshot_dir, self.config.coffee.keep_snapshots):
+            self.log(f"warning: {problem}")
+        self.lounge.save(os.path.join(self.out_dir, "statistics.h5"))
+        return path
+
+    def save_best_snapshot(self) -> str:
+        """Write a verified snapshot of the current state as the run's best (it replaces the
+        earlier best, which the run itself wrote)."""
+        return self._write_verified_snapshot(os.path.join(self.out_dir, BEST_SNAPSHOT))
+
+    def _write_verified_snapshot(self, path: str) -> str:
         if not self.backend.all_finite(self.net.params.data):
             bad = next(key for key, param in self.net.params.params.items()
                        if not self.backend.all_finite(param.data))
@@ -129,7 +143,6 @@ class Trainer:
                 f"training diverged at iteration {self.solver.iteration}: the update made "
                 f"parameter {bad!r} NaN/Inf; no snapshot written, {self._kept_snapshot()}"
             )
-        path = snapshot_path(self.snapshot_dir, self.solver.iteration)
         write_snapshot(path, SnapshotData(
             iteration=self.solver.iteration,
             params=self.net.params.host_arrays(),
@@ -142,9 +155,6 @@ class Trainer:
             config=self.fingerprint,
         ))
         read_snapshot(path)  # verify before older snapshots go
-        for problem in prune_snapshots(self.snapshot_dir, self.config.coffee.keep_snapshots):
-            self.log(f"warning: {problem}")
-        self.lounge.save(os.path.join(self.out_dir, "statistics.h5"))
         return path
 
     # -- the run --------------------------------------------------------------------------------
@@ -165,7 +175,8 @@ class Trainer:
         self.breaks = compose_breaks(cfg.coffee)
         self.coffee_context = BreakContext(
             net=self.net, lounge=self.lounge, log=self.log, solver=self.solver,
-            snapshot=self.save_snapshot, take_mean_loss=self.take_mean_loss,
+            snapshot=self.save_snapshot, snapshot_best=self.save_best_snapshot,
+            take_mean_loss=self.take_mean_loss,
             iters_per_sec=self.iters_per_sec, validation_net=self.validation_net,
         )
         if cfg.coffee.validation:

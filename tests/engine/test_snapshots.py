@@ -13,7 +13,10 @@ import pytest
 import yaml
 
 from mochapy.config import load_config
+from mochapy.errors import ConfigError
+from mochapy.runs import read_weights
 from mochapy.snapshots import (
+    BEST_SNAPSHOT,
     Snapshot,
     list_snapshots,
     newest_valid_snapshot,
@@ -190,8 +193,9 @@ def test_resume_is_bit_identical_on_tiny(tiny_example: Path, tmp_path: Path) -> 
     assert stats["train/loss"][-1, 1] < stats["train/loss"][0, 1] / 10
 
 
-def small_vae_yaml(folder: Path) -> Path:
-    """The galaxy VAE's layers at 5x5 pixels and 16 hidden units, on HDF5 files in `folder`."""
+def small_vae_yaml(folder: Path, **coffee: dict) -> Path:
+    """The galaxy VAE's layers at 5x5 pixels and 16 hidden units, on HDF5 files in `folder`;
+    `coffee` replaces coffee breaks (the file is named after the replaced ones)."""
     rng = np.random.default_rng(0)
     for name, n in (("train.h5", 40), ("heldout.h5", 20)):
         with h5py.File(folder / name, "w") as handle:
@@ -203,7 +207,8 @@ def small_vae_yaml(folder: Path) -> Path:
            "solver": {"method": "adam", "base_lr": 0.003, "regu_coef": 1e-4, "max_iter": 200},
            "coffee_breaks": {"training_summary": {"every": 20}, "snapshot": {"every": 50},
                              "validation": {"every": 40, "source": "heldout.h5"}}}
-    path = folder / "small_vae.yaml"
+    raw["coffee_breaks"].update(coffee)
+    path = folder / f"small_vae{''.join(f'_{name}' for name in coffee)}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
 
@@ -220,6 +225,40 @@ def test_resume_is_bit_identical_on_the_small_vae(tmp_path: Path) -> None:
     assert {"validation/recon", "validation/kl", "validation/loss"} <= set(stats)
     total = stats["validation/recon"][:, 1] + stats["validation/kl"][:, 1]
     np.testing.assert_allclose(stats["validation/loss"][:, 1], total, rtol=1e-12)
+
+
+def test_keep_best_keeps_the_snapshot_of_the_lowest_validation_loss(tmp_path: Path) -> None:
+    """`validation.keep_best`: best-snapshot.h5 holds the state at the lowest validation loss,
+    outlives pruning, changes nothing in the training, and a resumed run keeps the same best."""
+    validation = {"every": 10, "source": "heldout.h5"}
+    every_snapshot = small_vae_yaml(tmp_path, snapshot={"every": 10, "keep": 100},
+                                    validation=validation)
+    keep_best = small_vae_yaml(tmp_path, validation={**validation, "keep_best": True})
+    train(every_snapshot, tmp_path / "all", 200)
+    train(keep_best, tmp_path / "best", 200)
+    assert_identical_runs(tmp_path / "all", tmp_path / "best")
+    assert len(list_snapshots(str(tmp_path / "best" / "snapshots"))) == 3  # pruned as usual
+    best = read_snapshot(str(tmp_path / "best" / BEST_SNAPSHOT))
+    _, stats = final_state(tmp_path / "best")
+    losses = stats["validation/loss"]
+    assert best.iteration == int(losses[np.argmin(losses[:, 1]), 0])
+    kept = read_snapshot(snapshot_path(str(tmp_path / "all" / "snapshots"), best.iteration))
+    for key, value in kept.params.items():
+        np.testing.assert_array_equal(best.params[key], value, err_msg=key)
+    assert read_weights(str(tmp_path / "best" / BEST_SNAPSHOT)).keys() == best.params.keys()
+    train(keep_best, tmp_path / "halves", 100)
+    train(keep_best, tmp_path / "halves", 200, resume=True)
+    resumed = read_snapshot(str(tmp_path / "halves" / BEST_SNAPSHOT))
+    assert resumed.iteration == best.iteration
+    for key, value in best.params.items():
+        np.testing.assert_array_equal(resumed.params[key], value, err_msg=key)
+
+
+def test_keep_best_must_be_a_boolean(tmp_path: Path) -> None:
+    config = small_vae_yaml(tmp_path, validation={"every": 10, "source": "heldout.h5",
+                                                  "keep_best": "yes"})
+    with pytest.raises(ConfigError, match=r"coffee_breaks\.validation\.keep_best: must be true"):
+        load_config(str(config))
 
 
 def test_resume_skips_a_damaged_newest_snapshot(tiny_example: Path, tmp_path: Path) -> None:

@@ -286,7 +286,8 @@ def validation_context(tiny_example, solver_fields: dict):
         raise AssertionError("a validation break needs only the validation net")
 
     context = BreakContext(net=train, lounge=CoffeeLounge(), log=lambda line: None,
-                           solver=solver, snapshot=unused, take_mean_loss=unused,
+                           solver=solver, snapshot=unused, snapshot_best=unused,
+                           take_mean_loss=unused,
                            iters_per_sec=unused, validation_net=lambda: val)
     coffee = ValidationPerformance(every=1, data_layer=config.coffee.validation.data_layer)
     return context, coffee
